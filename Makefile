@@ -1,0 +1,35 @@
+# logsieve: `make setup` then `make test` on a fresh machine.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# torch is pinned and installed first so pip takes the CPU wheel on disk,
+# not a multi-GB CUDA build pulled by a looser range.
+TORCH_PIN := torch==2.13.0
+
+.PHONY: setup test test-all bench lint typecheck run clean
+
+setup: $(BIN)/logsieve
+
+$(BIN)/logsieve: pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet $(TORCH_PIN)
+	$(BIN)/pip install --quiet -e '.[dev]'
+	@touch $@
+
+test: setup
+	$(BIN)/pytest -q
+
+bench: setup
+	$(BIN)/pytest bench -q --benchmark-columns=min,mean,median,ops --benchmark-sort=name
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+run: setup
+	$(BIN)/logsieve demo
+
+clean:
+	rm -rf $(VENV) .cache build *.egg-info .pytest_cache .mypy_cache .ruff_cache

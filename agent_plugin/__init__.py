@@ -1,0 +1,1 @@
+"""Forward-protocol server, streaming pipeline and flag writer (logsieve.agent_plugin)."""

@@ -1,0 +1,1 @@
+"""Inference engines: one Engine interface, several backends (logsieve.engine)."""

@@ -1,0 +1,1 @@
+"""Offline side: datasets, synthetic logs, training, export (logsieve.export)."""

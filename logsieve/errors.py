@@ -1,0 +1,57 @@
+"""One exception tree for logsieve.
+
+Every error a user can cause (bad config, bad input file, corrupt bundle, a bad
+peer on the wire, a missing toolkit) is a :class:`LogsieveError`. The CLI turns
+these into clean one-line messages in one place; anything else is a bug.
+Messages name the offending value and the limit or the allowed choices.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "BackendUnavailable",
+    "BundleError",
+    "ConfigError",
+    "DataError",
+    "HandshakeError",
+    "LogsieveError",
+    "ProtocolError",
+]
+
+
+class LogsieveError(Exception):
+    """Root of every error logsieve raises on purpose."""
+
+
+class ConfigError(LogsieveError, ValueError):
+    """A setting has a value that is not allowed.
+
+    Built with the field name, the value and what is allowed, so the message
+    always reads ``<field>=<value!r>: <what is allowed>``.
+    """
+
+    def __init__(self, field: str, value: object, allowed: str) -> None:
+        self.field = field
+        self.value = value
+        self.allowed = allowed
+        super().__init__(f"{field}={value!r}: {allowed}")
+
+
+class DataError(LogsieveError, ValueError):
+    """An input file or record cannot be read as the format it claims to be."""
+
+
+class BundleError(LogsieveError):
+    """A model bundle is missing, corrupt, truncated or does not match."""
+
+
+class ProtocolError(LogsieveError, ValueError):
+    """A Forward-protocol peer sent something malformed (the connection closes)."""
+
+
+class HandshakeError(ProtocolError):
+    """The shared-key handshake failed (wrong key, user, nonce or digest)."""
+
+
+class BackendUnavailable(LogsieveError, RuntimeError):
+    """An engine backend cannot run here: the toolkit or device is missing."""

@@ -1,0 +1,26 @@
+"""Shared fixtures: where the real data lives, and skipping when it is absent."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+_DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+def data_dir() -> Path | None:
+    """``$LOGSIEVE_DATA`` or ``../shared/data`` beside the checkout, if present."""
+    env = os.environ.get("LOGSIEVE_DATA")
+    path = Path(env) if env else _DEFAULT_DATA
+    return path if path.is_dir() else None
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The real-data folder; skips the test with a reason when it is absent."""
+    path = data_dir()
+    if path is None:
+        pytest.skip("real log data not found: set LOGSIEVE_DATA or place ../shared/data beside the repo")
+    return path
