@@ -314,12 +314,7 @@ class LogConfig:
         windows = data.pop("windows", None)
         kwargs: dict[str, Any] = {}
         if masking is not None:
-            _reject_unknown("masking", masking, MaskingConfig)
-            rules = masking.get("rules", None)
-            if rules is not None:
-                kwargs["masking"] = MaskingConfig(
-                    rules=tuple(MaskRule(r["name"], r["pattern"]) for r in rules)
-                )
+            kwargs["masking"] = MaskingConfig.from_dict(masking)
         if templates is not None:
             _reject_unknown("templates", templates, TemplateConfig)
             t = dict(templates)

@@ -75,3 +75,10 @@ def test_missing_or_broken_toml_is_an_error(tmp_path: Path) -> None:
     bad.write_text("[log\n")
     with pytest.raises(ConfigError, match="valid TOML"):
         load_log_config(bad)
+
+
+def test_masking_settings_survive_the_round_trip() -> None:
+    from logsieve.config import MaskingConfig
+
+    cfg = LogConfig(masking=MaskingConfig(rules=(MaskRule("NUM", r"\d+"),), max_line_chars=100))
+    assert LogConfig.from_dict(cfg.to_dict()) == cfg

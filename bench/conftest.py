@@ -1,0 +1,52 @@
+"""Benchmark fixtures: the real-data folder (skipping when absent) and a throughput
+registry that benchmarks fill in and that is printed, lines/s and ratios, at the end
+of the run."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+# Same lookup as tests/conftest.py (kept local: bench/ is not a package of tests/).
+_DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+# name -> {"lines": n, "lines_per_s": by mean, "lines_per_s_best": by min}
+THROUGHPUT: dict[str, dict[str, float]] = {}
+
+
+def data_dir() -> Path | None:
+    """``$LOGSIEVE_DATA`` or ``../shared/data`` beside the checkout, if present."""
+    env = os.environ.get("LOGSIEVE_DATA")
+    path = Path(env) if env else _DEFAULT_DATA
+    return path if path.is_dir() else None
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The real-data folder; skips the benchmark with a reason when it is absent."""
+    path = data_dir()
+    if path is None:
+        pytest.skip(
+            "real log data not found: set LOGSIEVE_DATA or place ../shared/data beside the repo"
+        )
+    return path
+
+
+@pytest.fixture(scope="session")
+def throughput() -> dict[str, dict[str, float]]:
+    """Registry of measured lines/s, keyed by benchmark name, shared by a whole run."""
+    return THROUGHPUT
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if not THROUGHPUT:
+        return
+    terminalreporter.section("throughput (lines/s)")
+    for name, row in sorted(THROUGHPUT.items()):
+        extra = "".join(f"  {k}={v:.2f}" for k, v in row.items() if k.startswith("ratio"))
+        terminalreporter.write_line(
+            f"{name:40s} mean {row['lines_per_s']:>12,.0f}   best {row['lines_per_s_best']:>12,.0f}"
+            f"   ({row['lines']:.0f} lines){extra}"
+        )

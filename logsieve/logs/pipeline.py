@@ -1,0 +1,102 @@
+"""Records → keys → template ids → windows: the one path training and serving share.
+
+Training mines templates over the training lines (:func:`mine_templates`), then replays
+the same records through a :class:`LinePipeline` built on the resulting matcher, so a
+training window is made by exactly the code that makes a serving window. The server
+feeds records one at a time and calls :meth:`LinePipeline.advance` from a clock.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from logsieve.config import LogConfig
+from logsieve.logs.keys import KeyExtractor
+from logsieve.logs.records import LogRecord
+from logsieve.logs.templates import UNKNOWN, TemplateMatcher, TemplateMiner
+from logsieve.logs.windows import Window, Windower, make_windower
+
+__all__ = ["Event", "LinePipeline", "mine_templates", "windows_of"]
+
+
+@dataclass(slots=True, frozen=True)
+class Event:
+    """One line inside a window: its time, template id (or ``UNKNOWN``) and text.
+
+    The text is kept so a flag can show the lines that explain it.
+    """
+
+    time: float | None
+    template_id: int
+    text: str
+
+    @property
+    def unknown(self) -> bool:
+        return self.template_id == UNKNOWN
+
+
+class LinePipeline:
+    """Turns records into closed windows of :class:`Event` with one configuration."""
+
+    __slots__ = ("config", "keys", "matcher", "windower")
+
+    def __init__(self, config: LogConfig, matcher: TemplateMatcher) -> None:
+        self.config = config
+        self.matcher = matcher
+        self.keys = KeyExtractor(config.windows)
+        self.windower: Windower[Event] = make_windower(config.windows)
+
+    def feed(
+        self, record: LogRecord, fields: Mapping[str, Any] | None = None
+    ) -> list[Window[Event]]:
+        """Add one record; returns the windows its arrival closed."""
+        keys = self.keys.keys(record, fields)
+        event = Event(record.time, self.matcher.match(record.text), record.text)
+        return self.windower.add(record.time, keys, event)
+
+    def advance(self, watermark: float) -> list[Window[Event]]:
+        """Close what an event at ``watermark`` would close (clock-driven flushing)."""
+        return self.windower.advance(watermark)
+
+    def flush(self) -> list[Window[Event]]:
+        """Close every open window (end of a file, or shutdown)."""
+        return self.windower.flush()
+
+    def stats(self) -> dict[str, Any]:
+        """Counters of the matcher and the windower, for reports and metrics."""
+        w = self.windower.stats
+        return {
+            "lines": self.matcher.lines,
+            "unknown_lines": self.matcher.unknown,
+            "unknown_rate": self.matcher.unknown_rate,
+            "unkeyed": self.keys.unkeyed,
+            "untimed": w.untimed,
+            "late": w.late,
+            "windows_closed": dict(w.closed),
+            "windows_open": self.windower.open_windows,
+        }
+
+
+def mine_templates(texts: Iterable[str], config: LogConfig) -> TemplateMatcher:
+    """Mine templates over training line texts; returns the serving matcher.
+
+    The matcher, not the miner, labels the training windows afterwards, so training
+    and serving map a line to its template id through the same code.
+    """
+    miner = TemplateMiner(config.masking, config.templates)
+    for text in texts:
+        miner.add(text)
+    return TemplateMatcher.from_state(miner.state())
+
+
+def windows_of(
+    records: Iterable[LogRecord], config: LogConfig, matcher: TemplateMatcher
+) -> Iterator[Window[Event]]:
+    """Replay records in file order and yield every window, the open ones flushed at
+    the end. Equal to feeding the records to a server one by one."""
+    pipe = LinePipeline(config, matcher)
+    for record in records:
+        yield from pipe.feed(record)
+    yield from pipe.flush()
