@@ -190,3 +190,100 @@ def test_speedup_over_drain3(corpus: Corpus, throughput: dict[str, dict[str, flo
     assert ratio >= 2.0, f"{corpus.name}: {ratio:.2f}x drain3"
     if corpus.name.startswith("hdfs"):
         assert ours["lines_per_s"] >= 150_000, ours
+
+
+# ----------------------------------------------------------------------------------
+# Windowing: key extraction + windowers, and the whole line pipeline (match + keys +
+# windows) that training and serving share, on real lines.
+# ----------------------------------------------------------------------------------
+
+
+def _hdfs_records(root: Path) -> list[Any]:
+    from datetime import datetime, timezone
+
+    from logsieve.logs.records import LogRecord
+
+    out = []
+    with (root / "hdfs/raw/HDFS_20000.log").open(encoding="utf-8", errors="replace") as f:
+        for line in f:
+            head, _, text = line.rstrip("\r\n").partition(": ")
+            date, clock = head.split(" ", 2)[:2]
+            t = datetime.strptime(date + clock, "%y%m%d%H%M%S").replace(tzinfo=timezone.utc)
+            out.append(LogRecord(t.timestamp(), None, text))
+    return out
+
+
+def _bgl_records(root: Path) -> list[Any]:
+    from logsieve.logs.records import LogRecord
+
+    out = []
+    with (root / "bgl/raw/BGL_5000.log").open(encoding="utf-8", errors="replace") as f:
+        for line in f:
+            parts = (line.rstrip("\r\n").split(" ", 9) + [""] * 10)[:10]
+            out.append(LogRecord(float(parts[1]), parts[3], parts[9]))
+    return out
+
+
+_WINDOW_CORPORA: dict[str, tuple[Callable[[Path], list[Any]], str, TemplateConfig]] = {
+    "hdfs_20000 sessions": (_hdfs_records, "hdfs", TemplateConfig(depth=5, sim_th=0.5)),
+    "bgl_5000 sliding 5m/1m": (_bgl_records, "bgl", TemplateConfig(depth=4, sim_th=0.4)),
+}
+
+
+@pytest.fixture(scope="module", params=sorted(_WINDOW_CORPORA))
+def window_corpus(
+    request: pytest.FixtureRequest, shared_data: Path
+) -> tuple[str, list[Any], Any, dict[str, Any]]:
+    from logsieve.config import LogConfig
+    from logsieve.logs.keys import window_preset
+
+    load, preset, drain = _WINDOW_CORPORA[request.param]
+    records = load(shared_data)
+    config = LogConfig(windows=window_preset(preset), templates=drain)
+    miner = TemplateMiner(config.masking, drain)
+    for r in records:
+        miner.add(r.text)
+    return request.param, records, config, miner.state()
+
+
+def test_windowing_only(
+    benchmark: Any,
+    window_corpus: tuple[str, list[Any], Any, dict[str, Any]],
+    throughput: dict[str, dict[str, float]],
+) -> None:
+    """Key extraction + windower on records whose text is already parsed."""
+    from logsieve.logs.keys import KeyExtractor
+    from logsieve.logs.windows import make_windower
+
+    name, records, config, _ = window_corpus
+    benchmark.group = f"windows {name}"
+
+    def run() -> int:
+        extractor = KeyExtractor(config.windows)
+        windower = make_windower(config.windows)
+        n = 0
+        for r in records:
+            n += len(windower.add(r.time, extractor.keys(r), r))
+        return n + len(windower.flush())
+
+    n_windows = benchmark.pedantic(run, rounds=10, warmup_rounds=1)
+    assert n_windows > 0
+    _record(benchmark, throughput, f"{name} keys + windows", len(records))
+
+
+def test_line_pipeline(
+    benchmark: Any,
+    window_corpus: tuple[str, list[Any], Any, dict[str, Any]],
+    throughput: dict[str, dict[str, float]],
+) -> None:
+    """The whole shared path: match (fresh matcher) + keys + windows, per pass."""
+    from logsieve.logs.pipeline import windows_of
+
+    name, records, config, state = window_corpus
+    benchmark.group = f"windows {name}"
+
+    def run() -> int:
+        return sum(1 for _ in windows_of(records, config, TemplateMatcher.from_state(state)))
+
+    assert benchmark.pedantic(run, rounds=10, warmup_rounds=1) > 0
+    _record(benchmark, throughput, f"{name} line pipeline", len(records))

@@ -1,0 +1,215 @@
+"""The model bundle: the one contract between training and serving.
+
+A bundle is a directory::
+
+    manifest.json    schema_version, detector, log config, vocab size, threshold and
+                     how it was chosen, model args, training summary, file hashes
+    vocab.json       [PAD] [CLS] [MASK] [UNK] then one id per template
+    templates.json   the template matcher's state (our own versioned JSON)
+    model.pt         checkpoint with model_args (read by ``logsieve.export`` only)
+    ...              later stages add program.pt2, model.onnx and engines/
+
+Every file except the manifest is listed with its sha256 and size, and :func:`open_bundle`
+checks them all before anything is used, so a corrupt, truncated or mismatched bundle
+is a :class:`~logsieve.errors.BundleError` naming the file, never a crash later.
+This module imports neither torch nor drain3: serving reads bundles without them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from logsieve.config import LogConfig
+from logsieve.errors import BundleError, ConfigError
+from logsieve.logs.vocab import Vocab
+
+__all__ = [
+    "DETECTORS",
+    "MANIFEST",
+    "SCHEMA_VERSION",
+    "Bundle",
+    "BundleWriter",
+    "file_sha256",
+    "open_bundle",
+]
+
+SCHEMA_VERSION = 1
+MANIFEST = "manifest.json"
+DETECTORS = ("fastlogad", "adalog")
+# Files every bundle of a detector must carry (others, like model.onnx, are optional).
+_REQUIRED = {
+    "fastlogad": ("vocab.json", "templates.json", "model.pt"),
+    "adalog": ("model.pt",),
+}
+
+
+def file_sha256(path: Path) -> str:
+    """Hex sha256 of a file, read in chunks."""
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+class BundleWriter:
+    """Builds a bundle in a temporary directory and moves it into place on
+    :meth:`finish`, so a crash mid-write never leaves a half bundle at ``path``."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._tmp = Path(tempfile.mkdtemp(prefix=f".{self.path.name}.", dir=self.path.parent))
+        self._files: list[str] = []
+
+    @property
+    def tmp(self) -> Path:
+        """The directory files are staged in (for writers that need a path)."""
+        return self._tmp
+
+    def add_json(self, name: str, obj: Any) -> None:
+        """Write ``obj`` as JSON under ``name``."""
+        self.add_with(name, lambda p: p.write_text(json.dumps(obj, indent=1, sort_keys=True)))
+
+    def add_text(self, name: str, text: str) -> None:
+        """Write ``text`` (UTF-8) under ``name``."""
+        self.add_with(name, lambda p: p.write_text(text, encoding="utf-8"))
+
+    def add_with(self, name: str, write: Callable[[Path], object]) -> None:
+        """Let ``write(path)`` create the file ``name`` (e.g. ``torch.save``)."""
+        target = self._tmp / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        write(target)
+        if not target.is_file():
+            raise BundleError(f"{name}: the writer created no file")
+        self._files.append(name)
+
+    def finish(self, manifest: Mapping[str, Any]) -> Path:
+        """Hash every staged file, write the manifest and move the bundle into place
+        (an existing bundle at ``path`` is replaced)."""
+        files = {
+            name: {
+                "sha256": file_sha256(self._tmp / name),
+                "bytes": (self._tmp / name).stat().st_size,
+            }
+            for name in sorted(self._files)
+        }
+        body = {**manifest, "schema_version": SCHEMA_VERSION, "files": files}
+        (self._tmp / MANIFEST).write_text(json.dumps(body, indent=1, sort_keys=True))
+        if self.path.exists():
+            old = self.path.with_name(f".{self.path.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(self.path, old)
+            os.replace(self._tmp, self.path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(self._tmp, self.path)
+        return self.path
+
+    def abort(self) -> None:
+        """Drop everything staged."""
+        shutil.rmtree(self._tmp, ignore_errors=True)
+
+
+@dataclass(frozen=True)
+class Bundle:
+    """A verified bundle: its manifest, log config, vocabulary and template state."""
+
+    path: Path
+    manifest: dict[str, Any]
+    log_config: LogConfig
+    vocab: Vocab | None
+    templates_state: dict[str, Any] | None
+
+    @property
+    def detector(self) -> str:
+        return str(self.manifest["detector"])
+
+    @property
+    def threshold(self) -> float:
+        return float(self.manifest["threshold"]["value"])
+
+    @property
+    def model_id(self) -> str:
+        """Short stable id of the model: the first 12 hex digits of model.pt's hash."""
+        return str(self.manifest["files"]["model.pt"]["sha256"][:12])
+
+    def file(self, name: str) -> Path:
+        """Path of a file the manifest lists; :class:`BundleError` if it lists none."""
+        if name not in self.manifest["files"]:
+            raise BundleError(
+                f"{self.path}: the bundle has no {name} (run the stage that makes it)"
+            )
+        return self.path / name
+
+
+def open_bundle(path: Path) -> Bundle:
+    """Read and verify a bundle; any problem is a :class:`BundleError` naming the file."""
+    path = Path(path)
+    if not path.is_dir():
+        raise BundleError(f"{path}: not a bundle directory")
+    manifest = _read_json(path, MANIFEST)
+    if not isinstance(manifest, dict):
+        raise BundleError(f"{path / MANIFEST}: expected a JSON object")
+    version = manifest.get("schema_version")
+    if version != SCHEMA_VERSION:
+        raise BundleError(
+            f"{path / MANIFEST}: schema_version={version!r}, this logsieve reads {SCHEMA_VERSION}"
+        )
+    detector = manifest.get("detector")
+    if detector not in DETECTORS:
+        raise BundleError(f"{path / MANIFEST}: detector={detector!r}, expected one of {DETECTORS}")
+    files = manifest.get("files")
+    if not isinstance(files, dict):
+        raise BundleError(f"{path / MANIFEST}: no 'files' table")
+    for name in _REQUIRED[detector]:
+        if name not in files:
+            raise BundleError(f"{path / MANIFEST}: a {detector} bundle must list {name}")
+    for name, entry in files.items():
+        _verify_file(path, name, entry)
+    threshold = manifest.get("threshold")
+    if not isinstance(threshold, dict) or not isinstance(threshold.get("value"), (int, float)):
+        raise BundleError(f"{path / MANIFEST}: threshold must be {{'value': number, ...}}")
+    try:
+        log_config = LogConfig.from_dict(manifest.get("log", {}))
+    except (ConfigError, TypeError, KeyError) as exc:
+        raise BundleError(f"{path / MANIFEST}: bad log config ({exc})") from None
+    vocab = None
+    if "vocab.json" in files:
+        vocab = Vocab.from_json((path / "vocab.json").read_bytes())
+        size = manifest.get("vocab_size")
+        if size is not None and size != vocab.size:
+            raise BundleError(f"{path / 'vocab.json'}: {vocab.size} ids, manifest says {size}")
+    templates = _read_json(path, "templates.json") if "templates.json" in files else None
+    return Bundle(path, manifest, log_config, vocab, templates)
+
+
+def _verify_file(root: Path, name: str, entry: object) -> None:
+    if not isinstance(entry, dict) or "sha256" not in entry:
+        raise BundleError(f"{root / MANIFEST}: files[{name!r}] has no sha256")
+    target = root / name
+    if not target.is_file():
+        raise BundleError(f"{target}: listed in the manifest but missing")
+    size = target.stat().st_size
+    if "bytes" in entry and size != entry["bytes"]:
+        raise BundleError(f"{target}: {size} bytes, manifest says {entry['bytes']} (truncated?)")
+    if file_sha256(target) != entry["sha256"]:
+        raise BundleError(f"{target}: sha256 does not match the manifest (corrupt or replaced)")
+
+
+def _read_json(root: Path, name: str) -> Any:
+    target = root / name
+    try:
+        return json.loads(target.read_bytes())
+    except FileNotFoundError:
+        raise BundleError(f"{target}: missing") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise BundleError(f"{target}: not valid JSON ({exc})") from None
