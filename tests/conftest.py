@@ -22,5 +22,7 @@ def shared_data() -> Path:
     """The real-data folder; skips the test with a reason when it is absent."""
     path = data_dir()
     if path is None:
-        pytest.skip("real log data not found: set LOGSIEVE_DATA or place ../shared/data beside the repo")
+        pytest.skip(
+            "real log data not found: set LOGSIEVE_DATA or place ../shared/data beside the repo"
+        )
     return path
