@@ -1,0 +1,81 @@
+"""The CLI surface: --version, and every command documents itself with an example."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+import pytest
+from click.testing import CliRunner
+
+from logsieve import __version__
+from logsieve.cli import main
+
+
+def test_version() -> None:
+    result = CliRunner().invoke(main, ["--version"])
+    assert result.exit_code == 0
+    assert __version__ in result.output
+
+
+def test_group_help_lists_commands() -> None:
+    result = CliRunner().invoke(main, ["--help"])
+    assert result.exit_code == 0
+    for name in main.commands:
+        assert name in result.output
+
+
+@pytest.mark.parametrize("name", sorted(main.commands))
+def test_every_command_has_help_with_an_example(name: str) -> None:
+    command = main.commands[name]
+    assert isinstance(command, click.Command)
+    result = CliRunner().invoke(main, [name, "--help"])
+    assert result.exit_code == 0, result.output
+    assert "Example" in result.output, f"`logsieve {name} --help` shows no example"
+    assert f"logsieve {name}" in result.output
+
+
+def test_synth_templates_windows_on_generated_logs(tmp_path: Path) -> None:
+    runner = CliRunner()
+    log = tmp_path / "hdfs.log"
+    labels = tmp_path / "labels.csv"
+    result = runner.invoke(
+        main, ["synth", "hdfs", str(log), "--size", "60", "--labels", str(labels)]
+    )
+    assert result.exit_code == 0, result.output
+    assert log.stat().st_size > 0 and labels.read_text().startswith("BlockId,Label")
+
+    state = tmp_path / "state.json"
+    result = runner.invoke(main, ["templates", "--format", "hdfs", str(log), "--out", str(state)])
+    assert result.exit_code == 0, result.output
+    assert "Receiving block <BLK> src: /<IP> dest: /<IP>" in result.output
+    assert json.loads(state.read_text())["schema_version"] == 1
+
+    result = runner.invoke(main, ["windows", "--format", "hdfs", str(log), "--limit", "0"])
+    assert result.exit_code == 0, result.output
+    keys = {line.split("\t")[0] for line in result.stdout.splitlines()}
+    assert keys == {row.split(",")[0] for row in labels.read_text().splitlines()[1:]}
+
+
+def test_demo_flags_unseen_templates_and_no_normal_block() -> None:
+    result = CliRunner().invoke(main, ["demo"])
+    assert result.exit_code == 0, result.output
+    assert "FLAG blk_" in result.output
+    assert "normal (false flags)" in result.output
+    row = next(line for line in result.output.splitlines() if "normal (false flags)" in line)
+    assert row.split()[-1] == "0"
+
+
+def test_domain_errors_become_clean_messages(tmp_path: Path) -> None:
+    log = tmp_path / "a.log"
+    log.write_text("hello\n")
+    result = CliRunner().invoke(main, ["templates", "--format", "lines", str(log)])
+    assert result.exit_code == 1
+    assert "Error: pattern=None" in result.output
+    assert "Traceback" not in result.output
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[log.windows]\nkind = 'tumbling'\n")
+    result = CliRunner().invoke(main, ["windows", str(log), "--config", str(bad)])
+    assert result.exit_code == 1
+    assert "Error: windows.kind='tumbling'" in result.output
