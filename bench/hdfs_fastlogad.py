@@ -20,13 +20,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
 from logsieve.export.calibrate import (
     metrics,
     project_metrics,
     score_sequences,
     threshold_from_normal,
 )
-from logsieve.export.model import ModelConfig
+from logsieve.export.model import ModelConfig, save_checkpoint
 from logsieve.export.train import TrainConfig, train
 
 N_EVENTS = 29  # HDFS event ids 1..29 -> token ids 4..32
@@ -90,6 +91,13 @@ def run(kind: str, args: argparse.Namespace) -> dict[str, object]:
         "score_ms_per_window": round(ms, 4),
         "val_unique_scores": len(np.unique(np.round(val_scores, 6))),
     }
+    if args.save_dir:
+        args.save_dir.mkdir(parents=True, exist_ok=True)
+        tag = f"{kind}-seed{args.seed}"
+        save_checkpoint(
+            args.save_dir / f"{tag}.pt", res.model, res.model_args, {"history": res.history}
+        )
+        np.savez(args.save_dir / f"{tag}-scores.npz", val=val_scores, test=scores, labels=labels)
     for q in args.quantiles:
         thr = threshold_from_normal(val_scores, q)
         m = metrics(scores, labels, thr)
@@ -112,6 +120,9 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--quantiles", type=float, nargs="+", default=[0.99, 0.995, 1.0])
     ap.add_argument("--quiet", action="store_true")
+    ap.add_argument(
+        "--save-dir", type=Path, default=None, help="checkpoints + scores (not in the repo)"
+    )
     ap.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = ap.parse_args()
     kinds = ["random", "mlm"] if args.generator == "both" else [args.generator]

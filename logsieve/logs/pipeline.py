@@ -79,16 +79,17 @@ class LinePipeline:
         }
 
 
-def mine_templates(texts: Iterable[str], config: LogConfig) -> TemplateMatcher:
-    """Mine templates over training line texts; returns the serving matcher.
+def mine_templates(texts: Iterable[str], config: LogConfig) -> dict[str, Any]:
+    """Mine templates over training line texts; returns the state a bundle stores.
 
-    The matcher, not the miner, labels the training windows afterwards, so training
-    and serving map a line to its template id through the same code.
+    Load it with :meth:`TemplateMatcher.from_state`: the matcher, not the miner, labels
+    the training windows afterwards, so training and serving map a line to its
+    template id through the same code.
     """
     miner = TemplateMiner(config.masking, config.templates)
     for text in texts:
         miner.add(text)
-    return TemplateMatcher.from_state(miner.state())
+    return miner.state()
 
 
 def windows_of(

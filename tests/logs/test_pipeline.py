@@ -13,7 +13,7 @@ from logsieve.export.formats import default_log_config
 from logsieve.export.synth import generate_bgl, generate_hdfs
 from logsieve.logs.pipeline import Event, LinePipeline, mine_templates, windows_of
 from logsieve.logs.records import LogRecord
-from logsieve.logs.templates import UNKNOWN, TemplateMiner
+from logsieve.logs.templates import UNKNOWN, TemplateMatcher, TemplateMiner
 from logsieve.logs.windows import Window
 
 Flat = tuple[str, float, float, str, tuple[tuple[int, str], ...]]
@@ -50,15 +50,10 @@ def test_offline_windows_equal_streaming_windows(fmt: str) -> None:
     )
     records = list(log.records())
     config = default_log_config(fmt)
-    matcher = mine_templates((r.text for r in records[: len(records) // 2]), config)
-    offline = list(windows_of(records, config, matcher))
+    state = mine_templates((r.text for r in records[: len(records) // 2]), config)
+    offline = list(windows_of(records, config, TemplateMatcher.from_state(state)))
     online = _streamed(
-        records,
-        config,
-        LinePipeline(
-            config, mine_templates((r.text for r in records[: len(records) // 2]), config)
-        ),
-        seed=1,
+        records, config, LinePipeline(config, TemplateMatcher.from_state(state)), seed=1
     )
     assert offline, "no windows at all"
     assert _flat(offline) == _flat(online)
@@ -69,14 +64,15 @@ def test_serving_ids_equal_training_ids_on_generated_logs() -> None:
     config = default_log_config("hdfs")
     miner = TemplateMiner(config.masking, config.templates)
     mined = [miner.add(r.text) for r in records]
-    matcher = mine_templates((r.text for r in records), config)
+    matcher = TemplateMatcher.from_state(mine_templates((r.text for r in records), config))
     assert [matcher.match(r.text) for r in records] == mined
     assert matcher.unknown == 0
 
 
 def test_unseen_lines_are_unknown_and_counted() -> None:
     config = default_log_config("hdfs")
-    matcher = mine_templates((r.text for r in generate_hdfs(50, seed=1).records()), config)
+    state = mine_templates((r.text for r in generate_hdfs(50, seed=1).records()), config)
+    matcher = TemplateMatcher.from_state(state)
     pipe = LinePipeline(config, matcher)
     pipe.feed(LogRecord(1.0, None, "completely novel text about blk_42"))
     (window,) = pipe.flush()

@@ -1,0 +1,228 @@
+"""CLI commands of the detector: ``train``, ``eval`` and ``score``.
+
+Registered on the ``logsieve`` group by :mod:`logsieve.cli`; each command builds its
+configs once and calls one library function in ``logsieve.export``.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import click
+
+from logsieve.cli import FORMATS, main
+
+DATASETS = ("hdfs", "hdfs-sessions", "bgl", "bgl-windows", "thunderbird", "lines")
+
+_SPLIT_HELP = (
+    "Split (chronological, the FastLogAD protocol): the first --train-n normal windows "
+    "train, the last --val-fraction of them calibrate the threshold, everything else is "
+    "test. hdfs-sessions: DATA is a folder like ../shared/data/hdfs/sessions; train_normal "
+    "trains (its last 10%% calibrates), dev_normal + dev_abnormal test. bgl-windows: DATA "
+    "is train.jsonl or its folder; default --train-n 2000. Raw logs: default --train-n "
+    "5000; hdfs labels come from <log>.block_labels.csv or anomaly_label.csv beside it."
+)
+
+
+def _data_options(func: Any) -> Any:
+    for option in reversed(
+        [
+            click.option("--dataset", type=click.Choice(DATASETS), required=True),
+            click.option(
+                "--data", "data_path", type=click.Path(exists=True, path_type=Path), required=True
+            ),
+            click.option("--train-n", type=int, default=None, help="Normal windows to train on."),
+            click.option("--val-fraction", type=float, default=0.1, show_default=True),
+            click.option("--labels", type=click.Path(exists=True, path_type=Path), default=None),
+            click.option("--pattern", default=None, help="For --dataset lines: line regex."),
+        ]
+    ):
+        func = option(func)
+    return func
+
+
+@main.command()
+@_data_options
+@click.option("--generator", type=click.Choice(["random", "mlm"]), default="mlm", show_default=True)
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True)
+@click.option("--rtd-epochs", type=int, default=None, help="Phase 1 epochs (MLM+RTD).")
+@click.option("--hst-epochs", type=int, default=None, help="Phase 2 epochs (HST, max).")
+@click.option("--lr", type=float, default=None)
+@click.option("--batch-size", type=int, default=None)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--quantile", type=float, default=0.99, show_default=True, help="Threshold quantile.")
+@click.option("--d-model", type=int, default=256, show_default=True)
+@click.option("--layers", type=int, default=4, show_default=True)
+@click.option("--threads", type=int, default=None, help="torch threads (default: all cores).")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path))
+def train(**opts: Any) -> None:
+    """Train FastLogAD on normal windows, calibrate the threshold, write a bundle.
+
+    No anomaly label is read: training and calibration see only the normal
+    training windows (labels stripped).
+
+    \b
+    Example:
+      logsieve train --dataset hdfs-sessions --data ../shared/data/hdfs/sessions \\
+          --generator mlm --out bundles/hdfs-mlm
+    """
+    from logsieve.export.fastlogad import train_bundle
+    from logsieve.export.model import ModelConfig
+    from logsieve.export.train import TrainConfig
+
+    data = _prepare(opts)
+    overrides = {
+        k: opts[k] for k in ("rtd_epochs", "hst_epochs", "lr", "batch_size") if opts[k] is not None
+    }
+    cfg = TrainConfig(
+        generator=opts["generator"], seed=opts["seed"], num_threads=opts["threads"], **overrides
+    )
+    model_cfg = ModelConfig(
+        vocab_size=data.vocab.size,
+        d_model=opts["d_model"],
+        n_layers=opts["layers"],
+        max_len=data.log_config.max_len,
+    )
+    click.echo(
+        f"{data.dataset}: {len(data.train)} training, {len(data.validation)} validation "
+        f"sequences, {data.vocab.size} tokens",
+        err=True,
+    )
+    bundle, result = train_bundle(
+        data, opts["out"], train_cfg=cfg, model_cfg=model_cfg, quantile=opts["quantile"]
+    )
+    click.echo(
+        f"bundle {bundle.path}: threshold {bundle.threshold:.6g} "
+        f"(q{opts['quantile']} of {bundle.manifest['threshold']['n_validation']} validation "
+        f"scores), trained in {result.timings.get('total', 0.0):.1f}s"
+    )
+
+
+def _prepare(opts: dict[str, Any], bundle: Any = None) -> Any:
+    from logsieve.config import load_log_config
+    from logsieve.export.prepare import prepare
+
+    config = None
+    if bundle is not None:
+        config = bundle.log_config
+    elif opts.get("config_path"):
+        config = load_log_config(opts["config_path"])
+    return prepare(
+        opts["dataset"],
+        opts["data_path"],
+        log_config=config,
+        train_n=opts["train_n"],
+        val_fraction=opts["val_fraction"],
+        labels_path=opts["labels"],
+        pattern=opts["pattern"],
+        templates_state=bundle.templates_state if bundle is not None else None,
+    )
+
+
+@main.command(name="eval")
+@click.option(
+    "--bundle", "bundle_path", type=click.Path(exists=True, path_type=Path), required=True
+)
+@_data_options
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.option("--batch-size", type=int, default=256, show_default=True)
+def eval_(bundle_path: Path, as_json: bool, batch_size: int, **opts: Any) -> None:
+    """Evaluate a bundle on a dataset's test split at the bundle's threshold.
+
+    Prints precision, recall, F1, ROC-AUC, PR-AUC and the confusion counts, on the
+    test windows as they are and with identical windows counted once; for
+    hdfs-sessions also projected to HDFS's real class ratio. Use the split options
+    the bundle was trained with (its manifest's data.split).
+
+    \b
+    Example:
+      logsieve eval --bundle bundles/hdfs-mlm --dataset hdfs-sessions \\
+          --data ../shared/data/hdfs/sessions --json
+    """
+    from logsieve.bundle import open_bundle
+    from logsieve.errors import BundleError
+    from logsieve.export.fastlogad import evaluate
+
+    bundle = open_bundle(bundle_path)
+    data = _prepare(opts, bundle)
+    if bundle.vocab is not None and data.vocab.size != bundle.vocab.size:
+        raise BundleError(
+            f"{bundle.path}: vocabulary of {bundle.vocab.size} tokens, "
+            f"the data has {data.vocab.size} (another dataset?)"
+        )
+    report = evaluate(bundle, data, batch_size=batch_size)
+    if as_json:
+        m = report["metrics"]
+        flat = {k: m[k] for k in ("tp", "fp", "fn", "tn", "threshold")}
+        click.echo(json.dumps({**flat, **report}, indent=1))
+        return
+    click.echo(
+        f"{report['dataset']}: {report['n_test']} test windows "
+        f"({report['n_test_anomalous']} anomalous), threshold {report['threshold']:.6g}"
+    )
+    rows = [("as is", report["metrics"]), ("deduplicated", report["dedup"]["metrics"])]
+    if "projected" in report:
+        rows.append(("projected", report["projected"]))
+    click.echo(f"{'':14s} {'P':>7s} {'R':>7s} {'F1':>7s} {'ROC-AUC':>8s} {'PR-AUC':>7s}"
+               f" {'tp':>7s} {'fp':>9s} {'fn':>6s} {'tn':>7s}")  # fmt: skip
+    for name, m in rows:
+        click.echo(
+            f"{name:14s} {m['precision']:7.4f} {m['recall']:7.4f} {m['f1']:7.4f} "
+            f"{m.get('roc_auc', float('nan')):8.4f} {m.get('pr_auc', float('nan')):7.4f} "
+            f"{m['tp']:7.0f} {m['fp']:9.0f} {m.get('fn', float('nan')):6.0f} "
+            f"{m.get('tn', float('nan')):7.0f}"
+        )
+    click.echo(f"scoring: {report['ms_per_window']:.3f} ms/window (batch {batch_size}, CPU)")
+
+
+@main.command()
+@click.option(
+    "--bundle", "bundle_path", type=click.Path(exists=True, path_type=Path), required=True
+)
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default=None,
+              help="Line format (default: the bundle's training format).")  # fmt: skip
+@click.option("--pattern", default=None)
+@click.option("--top", type=int, default=3, show_default=True, help="Evidence lines per flag.")
+@click.option("--all", "show_all", is_flag=True, help="Print every window's verdict.")
+def score(
+    bundle_path: Path, file: Path, fmt: str | None, pattern: str | None, top: int, show_all: bool
+) -> None:
+    """Score a log file offline and print flagged windows with their evidence.
+
+    Evidence: the lines whose tokens the discriminator finds most likely replaced.
+
+    \b
+    Example:
+      logsieve score --bundle bundles/hdfs-raw ../shared/data/hdfs/raw/HDFS_5k.log
+    """
+    from logsieve.bundle import open_bundle
+    from logsieve.export.fastlogad import score_file
+
+    bundle = open_bundle(bundle_path)
+    fmt = fmt or str(bundle.manifest.get("format", "hdfs"))
+    n = flagged = 0
+    for window, value, flag in score_file(bundle, file, fmt, pattern=pattern, top=top):
+        n += 1
+        if flag is None:
+            if show_all:
+                click.echo(f"ok   {window.key} score {value:.4f}")
+            continue
+        flagged += 1
+        click.echo(
+            f"FLAG {flag.key}  {_ts(flag.start)} .. {_ts(flag.end)}  {flag.lines} lines  "
+            f"score {flag.score:.4f} > {flag.threshold:.4f}"
+            + (f"  ({flag.unknown_lines} unknown lines)" if flag.unknown_lines else "")
+        )
+        for prob, template, line in flag.evidence:
+            click.echo(
+                f"    {prob:5.2f}  {line}" + ("" if template == line else f"   [{template}]")
+            )
+    click.echo(f"{flagged} of {n} windows flagged", err=True)
+
+
+def _ts(t: float) -> str:
+    return datetime.fromtimestamp(t, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
