@@ -45,8 +45,10 @@ SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
 DETECTORS = ("fastlogad", "adalog")
 # Files every bundle of a detector must carry (others, like model.onnx, are optional).
+# templates.json is absent when training read pre-parsed template ids (the HDFS session
+# files): such a bundle scores id sequences but cannot read raw lines.
 _REQUIRED = {
-    "fastlogad": ("vocab.json", "templates.json", "model.pt"),
+    "fastlogad": ("vocab.json", "model.pt"),
     "adalog": ("model.pt",),
 }
 
