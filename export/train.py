@@ -72,9 +72,13 @@ HST_EPS = 1e-6
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Training settings. Defaults train HDFS-sized data (≈ 800 distinct windows) in a
-    few minutes on 2 CPU cores; the authors used 40 (MLM) / 20 (random) RTD epochs and
-    up to 100-120 HST epochs with patience 10.
+    """Training settings.
+
+    Defaults (20 RTD + up to 80 HST epochs, batch 32, lr 1e-4) train HDFS (785 distinct
+    windows after de-duplication) in about 6 minutes on a shared 2-core CPU (measured
+    368 s random, 342 s MLM). The authors used 40 (MLM) / 20 (random) RTD epochs and up
+    to 100-120 HST epochs with patience 10; on HDFS ``rtd_epochs=40`` helps the MLM
+    variant (ROC-AUC 0.969 -> 0.998) at about 2.5 more minutes.
 
     ``normal_scale`` is the factor on the HST normal term (``‖s·φ‖``; the authors' code
     uses 0.1, the paper's formula is 1.0). ``max_len`` is the longest sequence accepted
