@@ -1,0 +1,172 @@
+"""Streaming msgpack framing for a Forward connection (sans-IO).
+
+A Forward connection is a stream of msgpack objects back to back with no length
+prefix, and one object may be split across any number of TCP reads (Fluent Bit
+writes header, entries and options separately). :class:`FrameDecoder` is fed
+whatever bytes arrived and yields each complete top-level object as a
+:class:`RawFrame`. It knows nothing about Forward semantics; see
+:mod:`.modes` for that.
+
+Usage::
+
+    decoder = FrameDecoder(ForwardLimits())
+    decoder.feed(data)            # any split, even one byte
+    for frame in decoder:         # zero or more complete objects
+        ...
+
+Any error is a :class:`~logsieve.errors.ProtocolError`; after one the decoder
+is poisoned (every later call raises again), because a msgpack stream cannot be
+resynchronised and the connection must close.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import msgpack
+
+from logsieve.errors import ProtocolError
+
+from .limits import ForwardLimits
+
+__all__ = ["FrameDecoder", "RawFrame", "make_unpacker"]
+
+# What msgpack-python raises for bad input: FormatError/StackError/ExtraData are
+# ValueError subclasses, limit breaches are plain ValueError, and a map keyed by
+# an array is a TypeError ("unhashable type: 'list'").
+_UNPACK_ERRORS = (ValueError, TypeError, msgpack.UnpackException)
+
+
+@dataclass(frozen=True, slots=True)
+class RawFrame:
+    """One complete top-level msgpack object and its size on the wire.
+
+    ``obj`` is unpacked with ``raw=True``: every msgpack str *and* bin is
+    ``bytes`` (the two cannot be told apart afterwards), arrays are lists, maps
+    are dicts with keys of any type, ext types are ``msgpack.ExtType`` and ext -1
+    is ``msgpack.Timestamp``.
+    """
+
+    obj: Any
+    size: int
+
+
+def make_unpacker(limits: ForwardLimits, max_buffer_size: int) -> Any:
+    """Build a ``msgpack.Unpacker`` configured for untrusted Forward input.
+
+    ``raw=True`` because PackedForward entries (Fluentd sends them as str32),
+    handshake salts and nonces (Fluent Bit sends random bytes as str) and user
+    records may all hold bytes that are not UTF-8. ``strict_map_key=False``
+    because records may have integer keys. The length limits stop a short
+    header from pre-allocating a huge list, dict or buffer.
+    """
+    return msgpack.Unpacker(
+        raw=True,
+        strict_map_key=False,
+        max_buffer_size=max_buffer_size,
+        max_str_len=max_buffer_size,
+        max_bin_len=max_buffer_size,
+        max_ext_len=max_buffer_size,
+        # The Forward entries array is the one legitimately long array.
+        max_array_len=max(limits.max_records_per_frame, limits.max_collection_len),
+        max_map_len=limits.max_collection_len,
+    )
+
+
+class FrameDecoder:
+    """Incremental decoder of a msgpack object stream with a bounded frame size.
+
+    ``limits.max_frame_bytes`` bounds the bytes of the frame currently being
+    assembled, i.e. everything received since the end of the last complete
+    frame. It is enforced here rather than left to msgpack's
+    ``max_buffer_size`` because the C unpacker consumes a partial array
+    element by element: the buffer stays small while the half-built frame in
+    memory grows without bound. Bytes fed but not yet offered to the unpacker
+    are held until the caller iterates; bound them by bounding each ``feed``
+    (one socket read).
+    """
+
+    def __init__(self, limits: ForwardLimits | None = None) -> None:
+        self._limits = limits if limits is not None else ForwardLimits()
+        self._unpacker = make_unpacker(self._limits, self._limits.max_frame_bytes)
+        self._pending: deque[memoryview] = deque()
+        self._fed = 0  # bytes handed to the unpacker so far
+        self._frame_start = 0  # stream offset where the current frame began
+        self._error: ProtocolError | None = None
+
+    @property
+    def buffered(self) -> int:
+        """Bytes received but not yet returned as part of a complete frame."""
+        return self._fed - self._frame_start + sum(len(v) for v in self._pending)
+
+    def feed(self, data: bytes) -> None:
+        """Queue ``data`` (any slice of the stream); iterate to get frames out."""
+        self._check_alive()
+        if data:
+            # bytes() is free for bytes and snapshots a bytearray the caller may reuse.
+            self._pending.append(memoryview(bytes(data)))
+
+    def __iter__(self) -> Iterator[RawFrame]:
+        return self
+
+    def __next__(self) -> RawFrame:
+        """Return the next complete frame, or stop when more bytes are needed."""
+        self._check_alive()
+        try:
+            return self._next_frame()
+        except ProtocolError as exc:
+            self._error = exc
+            raise
+
+    def _next_frame(self) -> RawFrame:
+        while True:
+            try:
+                obj = self._unpacker.unpack()
+            except msgpack.OutOfData:
+                if not self._offer_pending():
+                    raise StopIteration from None
+                continue
+            except _UNPACK_ERRORS as exc:
+                raise ProtocolError(
+                    f"malformed msgpack at stream offset {self._frame_start}: "
+                    f"{type(exc).__name__}: {exc}"
+                ) from exc
+            end = self._unpacker.tell()
+            frame = RawFrame(obj, end - self._frame_start)
+            self._frame_start = end
+            return frame
+
+    def _offer_pending(self) -> bool:
+        """Move queued bytes into the unpacker without exceeding the frame bound.
+
+        Returns False when nothing is queued (the caller must wait for data).
+        """
+        if not self._pending:
+            return False
+        limit = self._limits.max_frame_bytes
+        in_frame = self._fed - self._frame_start
+        room = limit - in_frame
+        if room <= 0:
+            raise ProtocolError(
+                f"request exceeds max_frame_bytes: more than {in_frame} bytes "
+                f"without a complete msgpack object (limit {limit})"
+            )
+        head = self._pending.popleft()
+        piece, rest = head[:room], head[room:]
+        if rest:
+            self._pending.appendleft(rest)
+        try:
+            self._unpacker.feed(piece)
+        except msgpack.BufferFull as exc:  # pragma: no cover - `room` prevents it
+            raise ProtocolError(
+                f"request exceeds max_frame_bytes: {in_frame + len(piece)} bytes (limit {limit})"
+            ) from exc
+        self._fed += len(piece)
+        return True
+
+    def _check_alive(self) -> None:
+        if self._error is not None:
+            raise ProtocolError(f"decoder already failed: {self._error}")
