@@ -20,13 +20,14 @@ from logsieve.errors import BundleError
 from .fastlogad import score_file, train_bundle
 from .model import ModelConfig
 from .prepare import prepare
+from .program import export_bundle
 from .synth import ANOMALY_KINDS, generate_hdfs, write_synth
 from .train import TrainConfig
 
 __all__ = ["demo_bundle", "run_demo"]
 
 # Bump when the demo's data or model settings change, so stale caches are not reused.
-DEMO_VERSION = 1
+DEMO_VERSION = 2  # 2: bundles carry program.pt2 and model.onnx
 
 
 def _ts(t: float) -> str:
@@ -48,6 +49,7 @@ def demo_bundle(cache: Path, echo: Callable[[str], object], *, seed: int = 0) ->
     model = ModelConfig(vocab_size=data.vocab.size, d_model=64, n_layers=2, n_heads=4, d_ff=128)
     cfg = TrainConfig(generator="random", rtd_epochs=10, hst_epochs=30, batch_size=32, seed=seed)
     bundle, result = train_bundle(data, path, train_cfg=cfg, model_cfg=model, progress=False)
+    bundle = export_bundle(bundle.path)  # scoring below runs the exported model (engine)
     echo(
         f"trained on {len(data.train)} normal block sessions in "
         f"{result.timings.get('total', 0.0):.0f}s; threshold {bundle.threshold:.4f}"
@@ -66,13 +68,19 @@ def run_demo(
 ) -> dict[str, int]:
     """Run the demo, printing through ``echo``; returns the counts it reports."""
     bundle = demo_bundle(cache, echo, seed=seed)
+    from logsieve.engine import load_engine
+
+    engine = load_engine(bundle, "auto")
+    echo(f"engine: {engine.info.label} ({engine.info.artifact})")
     test = generate_hdfs(test_blocks, anomaly_rate=anomaly_rate, seed=seed + 1000)
     test_log = cache / f"demo-test-seed{seed}.log"
     write_synth(test, test_log)
     echo(f"\nscoring {len(test.lines)} fresh lines with injected anomalies ({test_log})")
     flagged = Counter[str]()
     n = 0
-    for _window, _score, flag in score_file(bundle, test_log, "hdfs", top=evidence):
+    for _window, _score, flag in score_file(
+        bundle, test_log, "hdfs", top=evidence, backend=engine.info.backend
+    ):
         n += 1
         if flag is None:
             continue

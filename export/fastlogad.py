@@ -10,7 +10,7 @@ which the label firewall produced.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -189,28 +189,55 @@ def score_file(
     pattern: str | None = None,
     top: int = 3,
     batch: int = 64,
+    backend: str | None = "auto",
 ) -> Iterator[tuple[Window[Event], float, Flag | None]]:
-    """Score every window of a log file; yields ``(window, score, flag or None)``."""
+    """Score every window of a log file; yields ``(window, score, flag or None)``.
+
+    ``backend``: the :mod:`logsieve.engine` backend to score with (``auto``: the fastest
+    one here) when the bundle is exported; ``None``, or a bundle that was never exported,
+    scores with the eager model from ``model.pt``.
+    """
     if bundle.templates_state is None or bundle.vocab is None:
         raise BundleError(
             f"{bundle.path}: trained on pre-parsed template ids, it cannot read raw lines "
             "(train on a raw-line dataset to score files)"
         )
-    model = load_model(bundle)
+    run = _runner(bundle, backend)
     config = bundle.log_config
     matcher = TemplateMatcher.from_state(bundle.templates_state)
     pending: list[Window[Event]] = []
     for window in windows_of(read_records(path, fmt, pattern=pattern), config, matcher):
         pending.append(window)
         if len(pending) >= batch:
-            yield from _score_batch(bundle, model, pending, top)
+            yield from _score_batch(bundle, run, pending, top)
             pending = []
-    yield from _score_batch(bundle, model, pending, top)
+    yield from _score_batch(bundle, run, pending, top)
 
 
-@torch.no_grad()
+Runner = Callable[[IdArray, IdArray], tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]]
+
+
+def _runner(bundle: Bundle, backend: str | None) -> Runner:
+    """``(ids, lengths) -> (scores, token_probs)`` through an engine, or the eager model."""
+    if backend is not None and "program.pt2" in bundle.manifest["files"]:
+        from logsieve.engine import load_engine
+
+        engine_run: Runner = load_engine(bundle, backend).score
+        return engine_run
+    model = load_model(bundle)
+
+    @torch.no_grad()
+    def run(
+        ids: IdArray, lengths: IdArray
+    ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
+        scores, probs = model.score(torch.from_numpy(ids), torch.from_numpy(lengths))
+        return scores.numpy(), probs.numpy()
+
+    return run
+
+
 def _score_batch(
-    bundle: Bundle, model: Discriminator, windows: list[Window[Event]], top: int
+    bundle: Bundle, run: Runner, windows: list[Window[Event]], top: int
 ) -> Iterator[tuple[Window[Event], float, Flag | None]]:
     """Score a batch of windows in one forward pass (chunks padded to the longest)."""
     if not windows:
@@ -222,8 +249,7 @@ def _score_batch(
         for w in windows
     ]
     ids, lengths = pad_batch([c for cs in chunks for c in cs])
-    scores_t, probs_t = model.score(torch.from_numpy(ids), torch.from_numpy(lengths))
-    scores, probs = scores_t.numpy(), probs_t.numpy()
+    scores, probs = run(ids, lengths)
     row = 0
     for w, cs in zip(windows, chunks, strict=True):
         rows = range(row, row + len(cs))

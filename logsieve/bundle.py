@@ -7,7 +7,10 @@ A bundle is a directory::
     vocab.json       [PAD] [CLS] [MASK] [UNK] then one id per template
     templates.json   the template matcher's state (our own versioned JSON)
     model.pt         checkpoint with model_args (read by ``logsieve.export`` only)
-    ...              later stages add program.pt2, model.onnx and engines/
+    program.pt2      the scoring module as a torch.export ExportedProgram (logsieve export)
+    model.onnx       the same program lowered to ONNX
+    engines/         compiled artifacts (logsieve build-engine), named by backend,
+                     precision, device and toolkit version
 
 Every file except the manifest is listed with its sha256 and size, and :func:`open_bundle`
 checks them all before anything is used, so a corrupt, truncated or mismatched bundle
@@ -37,6 +40,7 @@ __all__ = [
     "SCHEMA_VERSION",
     "Bundle",
     "BundleWriter",
+    "add_files",
     "file_sha256",
     "open_bundle",
 ]
@@ -151,6 +155,37 @@ class Bundle:
                 f"{self.path}: the bundle has no {name} (run the stage that makes it)"
             )
         return self.path / name
+
+
+def add_files(
+    path: Path, files: Mapping[str, Path], manifest_patch: Mapping[str, Any] | None = None
+) -> Bundle:
+    """Add (or replace) files in an existing, verified bundle and update its manifest.
+
+    ``files`` maps a bundle-relative name (``model.onnx``, ``engines/x.plan``) to a
+    file already written *in the same filesystem* (it is moved, not copied). Each file
+    lands under a temporary name first and is renamed into place; the manifest, with
+    the new hashes and ``manifest_patch`` merged in at the top level, is replaced last
+    and atomically, so a crash leaves either the old bundle or the new one verifiable.
+    """
+    bundle = open_bundle(path)  # never extend a bundle that is already broken
+    manifest = dict(bundle.manifest)
+    entries = dict(manifest["files"])
+    for name, src in files.items():
+        if name == MANIFEST or Path(name).is_absolute() or ".." in Path(name).parts:
+            raise BundleError(f"{path}: cannot add a file named {name!r}")
+        target = bundle.path / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staged = target.with_name(f".{target.name}.partial")
+        shutil.move(str(src), staged)
+        entries[name] = {"sha256": file_sha256(staged), "bytes": staged.stat().st_size}
+        os.replace(staged, target)
+    manifest.update(manifest_patch or {})
+    manifest["files"] = dict(sorted(entries.items()))
+    staged_manifest = bundle.path / f".{MANIFEST}.partial"
+    staged_manifest.write_text(json.dumps(manifest, indent=1, sort_keys=True))
+    os.replace(staged_manifest, bundle.path / MANIFEST)
+    return open_bundle(bundle.path)
 
 
 def open_bundle(path: Path) -> Bundle:

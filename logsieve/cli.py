@@ -215,4 +215,5 @@ def _read_note(stats: Any) -> str:
 
 
 # Detector commands live in their own module; importing it registers them on `main`.
+from logsieve import cli_engine as _cli_engine  # noqa: E402,F401
 from logsieve import cli_model as _cli_model  # noqa: E402,F401

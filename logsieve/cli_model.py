@@ -58,6 +58,12 @@ def _data_options(func: Any) -> Any:
 @click.option("--layers", type=int, default=4, show_default=True)
 @click.option("--threads", type=int, default=None, help="torch threads (default: all cores).")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--no-export",
+    "no_export",
+    is_flag=True,
+    help="Skip writing program.pt2/model.onnx (logsieve export does it later).",
+)
 def train(**opts: Any) -> None:
     """Train FastLogAD on normal windows, calibrate the threshold, write a bundle.
 
@@ -99,6 +105,11 @@ def train(**opts: Any) -> None:
         f"(q{opts['quantile']} of {bundle.manifest['threshold']['n_validation']} validation "
         f"scores), trained in {result.timings.get('total', 0.0):.1f}s"
     )
+    if not opts["no_export"]:
+        from logsieve.cli_engine import with_progress
+        from logsieve.export.program import export_bundle
+
+        with_progress("exporting program.pt2 and model.onnx", lambda: export_bundle(bundle.path))
 
 
 def _prepare(opts: dict[str, Any], bundle: Any = None) -> Any:
@@ -188,8 +199,21 @@ def eval_(bundle_path: Path, as_json: bool, batch_size: int, **opts: Any) -> Non
 @click.option("--pattern", default=None)
 @click.option("--top", type=int, default=3, show_default=True, help="Evidence lines per flag.")
 @click.option("--all", "show_all", is_flag=True, help="Print every window's verdict.")
+@click.option(
+    "--backend",
+    type=click.Choice(["auto", "tensorrt", "aoti", "onnxruntime", "torch"]),
+    default="auto",
+    show_default=True,
+    help="Engine for an exported bundle (unexported bundles run model.pt eagerly).",
+)
 def score(
-    bundle_path: Path, file: Path, fmt: str | None, pattern: str | None, top: int, show_all: bool
+    bundle_path: Path,
+    file: Path,
+    fmt: str | None,
+    pattern: str | None,
+    top: int,
+    show_all: bool,
+    backend: str,
 ) -> None:
     """Score a log file offline and print flagged windows with their evidence.
 
@@ -205,7 +229,9 @@ def score(
     bundle = open_bundle(bundle_path)
     fmt = fmt or str(bundle.manifest.get("format", "hdfs"))
     n = flagged = 0
-    for window, value, flag in score_file(bundle, file, fmt, pattern=pattern, top=top):
+    for window, value, flag in score_file(
+        bundle, file, fmt, pattern=pattern, top=top, backend=backend
+    ):
         n += 1
         if flag is None:
             if show_all:

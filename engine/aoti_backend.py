@@ -1,0 +1,143 @@
+"""AOTInductor backend: ``program.pt2`` compiled ahead of time into a native package.
+
+:func:`build` compiles the bundle's ExportedProgram with
+``torch._inductor.aoti_compile_and_package`` for the local CPU (fp32) or CUDA GPU (fp32
+or fp16) into ``engines/aoti-<device>-<precision>-torch<version>.pt2``. The device part
+names what the code was compiled for (the CPU's vector ISA, or the GPU model and compute
+capability), so a package built elsewhere is never loaded by mistake: it is rebuilt.
+
+FP16 on CUDA: the exported graph is moved to the GPU and cast to half, then exported
+again from that graph (no model code involved) and compiled; ids and lengths stay int64,
+outputs are cast back to float32 at this edge.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from logsieve.bundle import Bundle, add_files
+from logsieve.errors import BackendUnavailable, BundleError, ConfigError
+
+from .base import EngineInfo, FloatArray, IdArray, check_inputs
+from .devices import device_tag
+from .torch_backend import check_device, load_program
+
+__all__ = ["AotiEngine", "artifact_name", "build"]
+
+
+def artifact_name(device: str, precision: str) -> str:
+    """Bundle-relative file name of the package for this machine's ``device``."""
+    return f"engines/aoti-{device_tag(device)}-{precision}-torch{torch.__version__}.pt2"
+
+
+def _check(device: str, precision: str) -> None:
+    check_device(device)
+    if precision not in ("fp32", "fp16"):
+        raise ConfigError("precision", precision, "'fp32' or 'fp16' for aoti")
+    if precision == "fp16" and device == "cpu":
+        raise ConfigError("precision", precision, "'fp32' on cpu (fp16 needs --device cuda)")
+
+
+def _program_for(bundle: Bundle, device: str, precision: str) -> torch.export.ExportedProgram:
+    program = load_program(bundle)
+    if device == "cpu":
+        return program
+    limits = bundle.manifest.get("program", {})
+    max_batch, max_len = int(limits["max_batch"]), int(limits["max_len"])
+    module = program.module().to(device)
+    if precision == "fp16":
+        module = module.half()
+    ids = torch.full((3, min(7, max_len)), 4, dtype=torch.int64, device=device)
+    lengths = torch.tensor([ids.shape[1], 3, 2], dtype=torch.int64, device=device)
+    batch = torch.export.Dim("batch", min=1, max=max_batch)
+    seq = torch.export.Dim("seq", min=2, max=max_len)
+    with torch.no_grad():
+        return torch.export.export(
+            module, (ids, lengths), dynamic_shapes=({0: batch, 1: seq}, {0: batch})
+        )
+
+
+def build(bundle: Bundle, *, device: str = "cpu", precision: str = "fp32") -> Bundle:
+    """Compile ``program.pt2`` for ``device`` into the bundle's ``engines/`` (minutes)."""
+    _check(device, precision)
+    name = artifact_name(device, precision)
+    t0 = time.perf_counter()
+    program = _program_for(bundle, device, precision)
+    with tempfile.TemporaryDirectory(dir=bundle.path, prefix=".build.") as tmp:
+        out = Path(tmp) / "package.pt2"
+        try:
+            with warnings.catch_warnings():
+                # torch's own compiler stack warns about its internal deprecations
+                # (torch.jit.script_method...); nothing a user can act on.
+                warnings.simplefilter("ignore", DeprecationWarning)
+                warnings.simplefilter("ignore", FutureWarning)
+                torch._inductor.aoti_compile_and_package(program, package_path=str(out))
+        except Exception as exc:  # a C++ toolchain problem surfaces here
+            raise BackendUnavailable(
+                f"AOTInductor could not compile for {device} ({type(exc).__name__}: {exc}); "
+                "it needs a C++ compiler (gcc/g++) and, for CUDA, the CUDA toolkit"
+            ) from None
+        engines = dict(bundle.manifest.get("engines", {}))
+        engines[name] = {
+            "backend": "aoti",
+            "precision": precision,
+            "device": device_tag(device),
+            "toolkit": f"torch {torch.__version__}",
+            "build_seconds": round(time.perf_counter() - t0, 1),
+        }
+        return add_files(bundle.path, {name: out}, {"engines": engines})
+
+
+class AotiEngine:
+    """Runs an AOTInductor package from the bundle's ``engines/``."""
+
+    def __init__(
+        self,
+        bundle: Bundle,
+        *,
+        precision: str = "fp32",
+        device: str = "cpu",
+        threads: int | None = None,
+        build_missing: bool = False,
+    ) -> None:
+        _check(device, precision)
+        self._device = torch.device(device)
+        name = artifact_name(device, precision)
+        if name not in bundle.manifest["files"]:
+            if not build_missing:
+                raise BundleError(
+                    f"{bundle.path}: no {name} (run: logsieve build-engine --backend aoti "
+                    f"--device {device} --precision {precision})"
+                )
+            bundle = build(bundle, device=device, precision=precision)
+        if threads:
+            torch.set_num_threads(threads)
+        try:
+            self._runner: Any = torch._inductor.aoti_load_package(str(bundle.file(name)))
+        except Exception as exc:
+            raise BundleError(f"{bundle.path / name}: cannot be loaded ({exc})") from None
+        limits = bundle.manifest.get("program", {})
+        self.info = EngineInfo(
+            backend="aoti",
+            precision=precision,
+            device=device,
+            max_batch=int(limits.get("max_batch", 1024)),
+            max_len=int(limits.get("max_len", bundle.log_config.max_len)),
+            artifact=name,
+        )
+
+    def score(self, ids: IdArray, lengths: IdArray) -> tuple[FloatArray, FloatArray]:
+        check_inputs(ids, lengths, self.info)
+        with torch.inference_mode():
+            s, p = self._runner(
+                torch.from_numpy(np.ascontiguousarray(ids, np.int64)).to(self._device),
+                torch.from_numpy(lengths.astype(np.int64)).to(self._device),
+            )
+        return s.float().cpu().numpy(), p.float().cpu().numpy()

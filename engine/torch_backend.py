@@ -1,0 +1,77 @@
+"""torch backend: runs the bundle's ``program.pt2`` (the ExportedProgram) with eager torch.
+
+This is the reference every compiled backend is compared against. It needs no model
+code: :func:`torch.export.load` rebuilds the graph and its weights from the file.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from logsieve.bundle import Bundle
+from logsieve.errors import BackendUnavailable, BundleError, ConfigError
+
+from .base import EngineInfo, FloatArray, IdArray, check_inputs
+
+__all__ = ["TorchEngine", "check_device"]
+
+
+def check_device(device: str) -> torch.device:
+    """``cpu`` or an available ``cuda[:n]``; a clear error otherwise."""
+    if device == "cpu":
+        return torch.device("cpu")
+    if not device.startswith("cuda"):
+        raise ConfigError("device", device, "'cpu', 'cuda' or 'cuda:<n>'")
+    if not torch.cuda.is_available():
+        raise BackendUnavailable(
+            f"device {device!r}: torch {torch.__version__} sees no CUDA GPU "
+            "(install a CUDA build of torch on a machine with an NVIDIA GPU, or use cpu)"
+        )
+    return torch.device(device)
+
+
+def load_program(bundle: Bundle) -> torch.export.ExportedProgram:
+    """The bundle's ExportedProgram; :class:`BundleError` if missing or unreadable."""
+    path = bundle.file("program.pt2")
+    try:
+        return torch.export.load(path)
+    except Exception as exc:  # torch raises many types for a foreign or damaged archive
+        raise BundleError(f"{path}: torch.export.load failed ({exc})") from None
+
+
+class TorchEngine:
+    """Eager execution of ``program.pt2`` (fp32), on CPU or a CUDA GPU."""
+
+    def __init__(
+        self,
+        bundle: Bundle,
+        *,
+        precision: str = "fp32",
+        device: str = "cpu",
+        threads: int | None = None,
+    ) -> None:
+        if precision != "fp32":
+            raise ConfigError("precision", precision, "'fp32' for the torch reference backend")
+        self._device = check_device(device)
+        if threads:
+            torch.set_num_threads(threads)
+        self._module = load_program(bundle).module().to(self._device)
+        program = bundle.manifest.get("program", {})
+        self.info = EngineInfo(
+            backend="torch",
+            precision=precision,
+            device=device,
+            max_batch=int(program.get("max_batch", 1024)),
+            max_len=int(program.get("max_len", bundle.log_config.max_len)),
+            artifact="program.pt2",
+        )
+
+    def score(self, ids: IdArray, lengths: IdArray) -> tuple[FloatArray, FloatArray]:
+        check_inputs(ids, lengths, self.info)
+        with torch.inference_mode():
+            s, p = self._module(
+                torch.from_numpy(np.ascontiguousarray(ids, np.int64)).to(self._device),
+                torch.from_numpy(lengths.astype(np.int64)).to(self._device),
+            )
+        return s.float().cpu().numpy(), p.float().cpu().numpy()

@@ -1,0 +1,131 @@
+"""CLI commands of the compiled-inference stages: ``export`` and ``build-engine``.
+
+train → bundle → **export** (program.pt2 + model.onnx) → **build-engine** (engines/) →
+serve. Registered on the ``logsieve`` group by :mod:`logsieve.cli`.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+import click
+
+from logsieve.cli import main
+
+T = TypeVar("T")
+
+_BUNDLE = click.option(
+    "--bundle", "bundle_path", type=click.Path(exists=True, path_type=Path), required=True
+)
+
+
+def with_progress(what: str, work: Callable[[], T]) -> T:
+    """Run ``work`` while printing elapsed seconds to stderr (builds take minutes)."""
+    done = threading.Event()
+    t0 = time.monotonic()
+
+    def tick() -> None:
+        while not done.wait(5.0):
+            click.echo(f"  {what}: {time.monotonic() - t0:.0f}s ...", err=True)
+
+    click.echo(f"{what} ...", err=True)
+    ticker = threading.Thread(target=tick, daemon=True)
+    ticker.start()
+    try:
+        return work()
+    finally:
+        done.set()
+        ticker.join()
+
+
+@main.command(name="export")
+@_BUNDLE
+@click.option("--max-batch", type=int, default=1024, show_default=True)
+@click.option("--max-len", type=int, default=None, help="Longest window (default: the model's).")
+def export_(bundle_path: Path, max_batch: int, max_len: int | None) -> None:
+    """Export a trained bundle for serving: program.pt2 (torch.export) and model.onnx.
+
+    Both come from one ExportedProgram, dynamic in batch (1..max-batch) and sequence
+    length (2..max-len); their hashes go into the manifest. `logsieve train` runs this
+    step itself unless given --no-export.
+
+    \b
+    Example:
+      logsieve export --bundle bundles/hdfs
+    """
+    from logsieve.export.program import export_bundle
+
+    bundle = with_progress(
+        "exporting", lambda: export_bundle(bundle_path, max_batch=max_batch, max_len=max_len)
+    )
+    p = bundle.manifest["program"]
+    click.echo(
+        f"{bundle.path}: program.pt2 and model.onnx, batch 1..{p['max_batch']}, "
+        f"length 2..{p['max_len']} ({p['export_seconds']}s)"
+    )
+
+
+@main.command(name="build-engine")
+@_BUNDLE
+@click.option("--backend", type=click.Choice(["tensorrt", "aoti", "onnxruntime"]), required=True)
+@click.option(
+    "--precision",
+    type=click.Choice(["fp32", "fp16", "int8"]),
+    default=None,
+    help="Default: fp16 for tensorrt, fp32 otherwise; int8 is onnxruntime's.",
+)
+@click.option("--device", default=None, help="cpu, cuda or cuda:N (default: cuda for tensorrt).")
+@click.option(
+    "--max-batch",
+    type=int,
+    default=None,
+    help="Re-export with this batch bound first (default: the bundle's export).",
+)
+@click.option("--max-len", type=int, default=None, help="Re-export with this length bound first.")
+def build_engine_(
+    bundle_path: Path,
+    backend: str,
+    precision: str | None,
+    device: str | None,
+    max_batch: int | None,
+    max_len: int | None,
+) -> None:
+    """Compile the bundle's exported model for this machine into its engines/ folder.
+
+    tensorrt: an FP16 plan with length-bucket profiles (needs `pip install
+    'logsieve[gpu]'` and an NVIDIA GPU). aoti: an AOTInductor package for this CPU or
+    GPU (needs a C++ compiler). onnxruntime: int8 dynamic quantization (fp32 needs no
+    build). Artifacts are named by device and toolkit version and rebuilt when either
+    differs.
+
+    \b
+    Example:
+      logsieve build-engine --bundle bundles/hdfs --backend aoti
+      logsieve build-engine --bundle bundles/hdfs --backend onnxruntime --precision int8
+      logsieve build-engine --bundle bundles/hdfs --backend tensorrt --device cuda:0
+    """
+    from logsieve.bundle import open_bundle
+    from logsieve.engine import build_engine
+
+    if max_batch is not None or max_len is not None:
+        from logsieve.export.program import export_bundle
+
+        current = open_bundle(bundle_path).manifest.get("program", {})
+        with_progress(
+            "re-exporting",
+            lambda: export_bundle(
+                bundle_path,
+                max_batch=max_batch or int(current.get("max_batch", 1024)),
+                max_len=max_len or current.get("max_len"),
+            ),
+        )
+    bundle, name = with_progress(
+        f"building {backend}",
+        lambda: build_engine(bundle_path, backend, precision=precision, device=device),
+    )
+    size = bundle.manifest["files"][name]["bytes"]
+    click.echo(f"{bundle.path / name} ({size / 1e6:.1f} MB)")

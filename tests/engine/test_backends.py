@@ -1,0 +1,136 @@
+"""One suite, every backend (STYLE.md 8): each available backend runs the same tests and
+is checked against the eager torch model; unavailable ones skip saying why.
+
+Parity targets (issue 4): fp32 max relative score error <= 1e-4; fp16/int8 <= 2e-2;
+identical verdicts at the bundle's threshold on >= 99.9% of windows.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+
+import numpy as np
+import pytest
+
+from logsieve.engine import Engine, build_engine, load_engine, score_windows
+from logsieve.engine.batching import bucket_width, pad
+from logsieve.errors import ConfigError
+
+from .conftest import Exported
+
+CASES = [
+    ("torch", "fp32", "cpu"),
+    ("onnxruntime", "fp32", "cpu"),
+    ("onnxruntime", "int8", "cpu"),
+    ("aoti", "fp32", "cpu"),
+    ("torch", "fp32", "cuda"),
+    ("aoti", "fp32", "cuda"),
+    ("aoti", "fp16", "cuda"),
+    ("tensorrt", "fp16", "cuda"),
+]
+TOLERANCE = {"fp32": 1e-4, "fp16": 2e-2, "int8": 2e-2}
+PROB_TOLERANCE = {"fp32": 1e-4, "fp16": 2e-2, "int8": 5e-2}  # absolute, on probabilities
+
+
+def _skip_reason(backend: str, device: str) -> str | None:
+    if device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            return f"{backend} on cuda: no CUDA GPU visible to torch {torch.__version__}"
+    if backend == "tensorrt" and importlib.util.find_spec("tensorrt") is None:
+        return (
+            "tensorrt is not installed (its wheels come from NVIDIA's index, unreachable "
+            "here); this test runs wherever `import tensorrt` works and a GPU is present"
+        )
+    return None
+
+
+@pytest.fixture(scope="module", params=CASES, ids=lambda c: "-".join(c))
+def engine(request: pytest.FixtureRequest, exported: Exported) -> Engine:
+    backend, precision, device = request.param
+    reason = _skip_reason(backend, device)
+    if reason:
+        pytest.skip(reason)
+    if backend in ("aoti", "tensorrt") or precision == "int8":
+        build_engine(exported.bundle.path, backend, precision=precision, device=device)
+    return load_engine(exported.bundle.path, backend, precision=precision, device=device)
+
+
+def test_info_names_what_runs(engine: Engine) -> None:
+    assert engine.info.backend in ("torch", "onnxruntime", "aoti", "tensorrt")
+    assert engine.info.artifact
+    assert engine.info.max_len >= 2 and engine.info.max_batch >= 1
+
+
+def test_shapes_dtypes_and_padding(engine: Engine, exported: Exported) -> None:
+    windows = exported.windows[:5]
+    ids, lengths = pad(windows, max(len(w) for w in windows) + 3)
+    scores, probs = engine.score(ids, lengths)
+    assert scores.shape == (5,) and probs.shape == ids.shape
+    assert scores.dtype == np.float32 and probs.dtype == np.float32
+    assert np.isfinite(scores).all() and (scores >= 0).all()
+    for row, n in enumerate(lengths):
+        assert (probs[row, n:] == 0).all()  # padding never carries evidence
+        assert ((probs[row, :n] >= 0) & (probs[row, :n] <= 1)).all()
+
+
+def test_batch_one_and_shortest_window(engine: Engine, exported: Exported) -> None:
+    ids = np.array([[1, 4]], dtype=np.int64)  # [CLS] + one event: the minimum
+    scores, probs = engine.score(ids, np.array([2], dtype=np.int64))
+    assert scores.shape == (1,) and probs.shape == (1, 2)
+
+
+def test_score_does_not_depend_on_padding_or_batch(engine: Engine, exported: Exported) -> None:
+    w = exported.windows[3]
+    alone, _ = engine.score(*pad([w], len(w)))
+    padded, _ = engine.score(*pad([w, *exported.windows[:7]], 64 + len(w)))
+    tol = TOLERANCE[engine.info.precision]
+    assert abs(padded[0] - alone[0]) <= tol * max(abs(alone[0]), 1e-3)
+
+
+def test_parity_with_eager_torch(engine: Engine, exported: Exported) -> None:
+    scores, probs = score_windows(engine, exported.windows, batch_size=256)
+    ref = exported.reference
+    rel = np.abs(scores - ref) / np.maximum(np.abs(ref), 1e-6)
+    precision = engine.info.precision
+    assert rel.max() <= TOLERANCE[precision], (
+        f"{engine.info.label}: max relative score error {rel.max():.3g} on "
+        f"{len(ref)} {exported.source} windows"
+    )
+    pairs = zip(probs, exported.reference_probs, strict=True)
+    prob_err = max(float(np.abs(p - r).max()) for p, r in pairs)
+    assert prob_err <= PROB_TOLERANCE[precision], f"token_probs max abs error {prob_err:.3g}"
+
+
+def test_verdicts_agree_at_the_threshold(
+    engine: Engine, exported: Exported, request: pytest.FixtureRequest
+) -> None:
+    if engine.info.precision == "int8":
+        # A target not reached, kept visible rather than loosened: measured 99.20% on
+        # the 2,000 real HDFS windows of this suite (2.8% of them score within 1% of
+        # the threshold, and dynamic int8 moves scores by up to ~2%). Per-channel
+        # weights (99.5%) and leaving the last layers in fp32 did not reach 99.9%.
+        # bench/RESULTS.md has the figures. Not strict: generated data may pass.
+        request.applymarker(pytest.mark.xfail(reason="int8 verdict agreement < 99.9%"))
+    scores, _ = score_windows(engine, exported.windows, batch_size=256)
+    ref, threshold = exported.reference, exported.bundle.threshold
+    agree = np.mean((scores > threshold) == (ref > threshold))
+    assert agree >= 0.999, f"{engine.info.label}: verdicts agree on {agree:.4%} of windows"
+
+
+def test_rejects_what_it_cannot_run(engine: Engine) -> None:
+    ids = np.ones((2, engine.info.max_len + 1), dtype=np.int64)
+    with pytest.raises(ConfigError, match="sequence length"):
+        engine.score(ids, np.array([3, 3], dtype=np.int64))
+    with pytest.raises(ConfigError, match="batch"):
+        engine.score(np.ones((0, 4), dtype=np.int64), np.zeros(0, dtype=np.int64))
+    with pytest.raises(ConfigError, match="window length"):
+        score_windows(engine, [np.array([1], dtype=np.int64)])
+
+
+def test_bucket_widths_are_few_and_fit() -> None:
+    widths = {bucket_width(n, 512) for n in range(2, 513)}
+    assert all(w >= 2 for w in widths) and max(widths) == 512
+    assert all(bucket_width(n, 512) >= n for n in range(2, 513))
+    assert len(widths) <= 70  # 2,4,8,16 then multiples of 8: shapes stay few

@@ -1,0 +1,146 @@
+"""Export into the bundle, the registry's choices and errors, the CLI stages, and the
+rule that the ONNX Runtime serving path never imports torch."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from logsieve.bundle import open_bundle
+from logsieve.cli import main
+from logsieve.engine import load_engine
+from logsieve.errors import BackendUnavailable, BundleError, ConfigError
+
+from .conftest import Exported
+
+
+def test_export_lists_program_and_onnx_with_hashes(exported: Exported) -> None:
+    manifest = exported.bundle.manifest
+    for name in ("program.pt2", "model.onnx"):
+        assert len(manifest["files"][name]["sha256"]) == 64
+    assert manifest["onnx"]["inputs"] == ["ids", "lengths"]
+    assert manifest["onnx"]["outputs"] == ["scores", "token_probs"]
+    assert manifest["onnx"]["dynamic_axes"]["ids"] == {"0": "batch", "1": "seq"}
+    assert manifest["program"]["max_batch"] == 512
+
+
+def test_onnx_inputs_are_named_and_dynamic(exported: Exported) -> None:
+    import onnx
+
+    model = onnx.load(str(exported.bundle.file("model.onnx")))
+    dims = {
+        i.name: [d.dim_param or d.dim_value for d in i.type.tensor_type.shape.dim]
+        for i in model.graph.input
+    }
+    assert set(dims) == {"ids", "lengths"}
+    assert all(isinstance(d, str) for d in dims["ids"])  # symbolic, not fixed sizes
+
+
+def test_corrupt_onnx_is_a_bundle_error(exported: Exported, tmp_path: Path) -> None:
+    copy = tmp_path / "b"
+    shutil.copytree(exported.bundle.path, copy)
+    with (copy / "model.onnx").open("r+b") as f:
+        f.seek(100)
+        f.write(b"\x00garbage\x00")
+    with pytest.raises(BundleError, match=r"model\.onnx: sha256 does not match"):
+        load_engine(copy, "onnxruntime")
+
+
+def test_auto_on_cpu_picks_onnxruntime(exported: Exported) -> None:
+    engine = load_engine(exported.bundle.path, "auto")
+    assert engine.info.backend == "onnxruntime" and engine.info.device == "cpu"
+
+
+def _copy_without(src: Path, dst: Path, drop: tuple[str, ...]) -> Path:
+    """A copy of a bundle with the files whose names start with ``drop`` removed."""
+    shutil.copytree(src, dst)
+    manifest = json.loads((dst / "manifest.json").read_text())
+    for name in [n for n in manifest["files"] if n.startswith(drop)]:
+        del manifest["files"][name]
+        (dst / name).unlink()
+    (dst / "manifest.json").write_text(json.dumps(manifest))
+    return dst
+
+
+def test_missing_artifacts_say_how_to_build(exported: Exported, tmp_path: Path) -> None:
+    copy = _copy_without(exported.bundle.path, tmp_path / "b", ("engines/",))
+    with pytest.raises(BundleError, match="build-engine --backend aoti"):
+        load_engine(copy, "aoti", device="cpu", precision="fp32")
+
+
+def test_unexported_bundle_says_run_export(exported: Exported, tmp_path: Path) -> None:
+    copy = _copy_without(exported.bundle.path, tmp_path / "b", ("program.pt2", "model.onnx"))
+    with pytest.raises(BundleError, match=r"model\.onnx"):
+        load_engine(copy, "onnxruntime")
+    result = CliRunner().invoke(main, ["build-engine", "--bundle", str(copy), "--backend", "aoti"])
+    assert result.exit_code == 1 and "logsieve export" in result.output
+
+
+def test_bad_choices_are_config_errors(exported: Exported) -> None:
+    with pytest.raises(ConfigError, match="backend"):
+        load_engine(exported.bundle.path, "tvm")
+    with pytest.raises(ConfigError, match="precision"):
+        load_engine(exported.bundle.path, "onnxruntime", precision="fp16")
+    with pytest.raises(ConfigError, match="precision"):
+        load_engine(exported.bundle.path, "torch", precision="int8")
+
+
+def test_tensorrt_absent_is_backend_unavailable(exported: Exported) -> None:
+    pytest.importorskip("torch")
+    import importlib.util
+
+    if importlib.util.find_spec("tensorrt") is not None:
+        pytest.skip("tensorrt is installed here")
+    with pytest.raises(BackendUnavailable, match=r"pip install 'logsieve\[gpu\]'"):
+        load_engine(exported.bundle.path, "tensorrt")
+    result = CliRunner().invoke(
+        main, ["build-engine", "--bundle", str(exported.bundle.path), "--backend", "tensorrt"]
+    )
+    assert result.exit_code == 1 and "TensorRT is not importable" in result.output
+
+
+def test_onnxruntime_serving_path_never_imports_torch(exported: Exported) -> None:
+    code = textwrap.dedent(
+        f"""
+        import sys
+        import numpy as np
+        from logsieve.bundle import open_bundle
+        from logsieve.engine import load_engine, score_windows
+        engine = load_engine(open_bundle({str(exported.bundle.path)!r}), "auto")
+        scores, _ = score_windows(engine, [np.array([1, 4, 5], dtype=np.int64)])
+        assert engine.info.backend == "onnxruntime", engine.info
+        bad = sorted(m for m in sys.modules if m == "torch" or m.startswith("torch."))
+        print("TORCH" if bad else "CLEAN", float(scores[0]))
+        """
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.startswith("CLEAN"), out.stdout + out.stderr
+
+
+def test_export_cli_and_score_with_an_engine(exported: Exported, tmp_path: Path) -> None:
+    copy = tmp_path / "b"
+    shutil.copytree(exported.bundle.path, copy)
+    result = CliRunner().invoke(main, ["export", "--bundle", str(copy), "--max-batch", "64"])
+    assert result.exit_code == 0, result.output
+    assert open_bundle(copy).manifest["program"]["max_batch"] == 64
+    result = CliRunner().invoke(
+        main,
+        [
+            "build-engine",
+            "--bundle",
+            str(copy),
+            "--backend",
+            "onnxruntime",
+            "--precision",
+            "int8",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert "engines/ort-int8.onnx" in open_bundle(copy).manifest["files"]
