@@ -14,6 +14,8 @@ _DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 # name -> {"lines": n, "lines_per_s": by mean, "lines_per_s_best": by min}
 THROUGHPUT: dict[str, dict[str, float]] = {}
+# "<kind> b<batch> <backend>-<precision>" -> {"windows_per_s", "ms_per_window", ...}
+ENGINES: dict[str, dict[str, float]] = {}
 
 
 def data_dir() -> Path | None:
@@ -40,7 +42,24 @@ def throughput() -> dict[str, dict[str, float]]:
     return THROUGHPUT
 
 
+@pytest.fixture(scope="session")
+def engine_results() -> dict[str, dict[str, float]]:
+    """Registry of engine windows/s, keyed ``"<kind> b<batch> <backend>-<precision>"``."""
+    return ENGINES
+
+
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if ENGINES:
+        terminalreporter.section("engine throughput (windows/s, ratio to torch eager fp32)")
+        for name in sorted(ENGINES):
+            row = ENGINES[name]
+            ref = ENGINES.get(f"{name.rsplit(' ', 1)[0]} torch-eager-fp32")
+            ratio = f"{row['windows_per_s'] / ref['windows_per_s']:.2f}x" if ref else "-"
+            terminalreporter.write_line(
+                f"{name:34s} {row['windows_per_s']:>9,.0f} windows/s "
+                f"{row['ms_per_window']:8.3f} ms/window {ratio:>6s} "
+                f"(mean {row['mean_tokens']:.0f} tokens)"
+            )
     if not THROUGHPUT:
         return
     terminalreporter.section("throughput (lines/s)")

@@ -13,11 +13,13 @@ buckets windows by length so a batch of short windows is not padded to ``max_len
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
 
+from logsieve.bundle import Bundle, add_files
 from logsieve.errors import ConfigError
 
 __all__ = [
@@ -27,6 +29,7 @@ __all__ = [
     "EngineInfo",
     "FloatArray",
     "IdArray",
+    "add_engine_file",
     "check_inputs",
 ]
 
@@ -51,6 +54,29 @@ class EngineInfo:
     @property
     def label(self) -> str:
         return f"{self.backend}-{self.precision}-{self.device}"
+
+    @classmethod
+    def for_bundle(
+        cls, bundle: Bundle, backend: str, precision: str, device: str, artifact: str
+    ) -> EngineInfo:
+        """The info of an engine over ``bundle``: its shape limits come from the export."""
+        limits = bundle.manifest.get("program", {})
+        return cls(
+            backend=backend,
+            precision=precision,
+            device=device,
+            max_batch=int(limits.get("max_batch", 1024)),
+            max_len=int(limits.get("max_len", bundle.log_config.max_len)),
+            artifact=artifact,
+        )
+
+
+def add_engine_file(bundle: Bundle, name: str, path: Path, entry: dict[str, object]) -> Bundle:
+    """Move a built artifact into the bundle as ``name`` and describe it in the
+    manifest's ``engines`` table (backend, precision, device, toolkit, build time)."""
+    engines = dict(bundle.manifest.get("engines", {}))
+    engines[name] = entry
+    return add_files(bundle.path, {name: path}, {"engines": engines})
 
 
 @runtime_checkable

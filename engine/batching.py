@@ -1,10 +1,11 @@
 """Length bucketing: score many windows of mixed lengths with as little padding as possible.
 
-Windows are sorted by length and cut into batches of at most ``batch_size``; each batch is
-padded only to its own longest window rounded up to a bucket width (a multiple of
-:data:`ALIGN`), never to ``max_len``. On HDFS most sessions are under 32 events while
-a few exceed 200: padding everything to the longest would multiply the work several
-times. Rounding to a few widths keeps the number of distinct shapes small, which is what
+Windows are sorted by length and grouped by bucket width (powers of two up to 16, then
+multiples of :data:`ALIGN`); each group is cut into batches of at most ``batch_size``
+and padded to its width, never to ``max_len`` nor to the longest window of a mixed
+batch. On HDFS most sessions are under 32 events while a few exceed 200: a batch of
+256 sorted windows whose tail reaches 300 events would otherwise pad 200 short ones to
+300. Rounding to a few widths keeps the number of distinct shapes small, which is what
 shape-specialising backends (TensorRT profiles, cached kernels) need.
 """
 
@@ -18,7 +19,7 @@ from logsieve.errors import ConfigError
 
 from .base import Engine, FloatArray, IdArray
 
-__all__ = ["ALIGN", "bucket_width", "pad", "score_windows"]
+__all__ = ["ALIGN", "batches", "bucket_width", "pad", "score_windows"]
 
 ALIGN = 8
 
@@ -42,6 +43,19 @@ def pad(windows: Sequence[IdArray], width: int) -> tuple[IdArray, IdArray]:
     return ids, lengths
 
 
+def batches(lengths: IdArray, batch_size: int, max_len: int) -> list[tuple[IdArray, int]]:
+    """``(indices, width)`` per batch: same-width groups of sorted lengths, each cut
+    into pieces of at most ``batch_size``."""
+    order = np.argsort(lengths, kind="stable")
+    widths = np.array([bucket_width(int(n), max_len) for n in lengths[order]], dtype=np.int64)
+    out: list[tuple[IdArray, int]] = []
+    cuts = np.flatnonzero(np.diff(widths)) + 1
+    for group, group_widths in zip(np.split(order, cuts), np.split(widths, cuts), strict=True):
+        for start in range(0, len(group), batch_size):
+            out.append((group[start : start + batch_size], int(group_widths[0])))
+    return out
+
+
 def score_windows(
     engine: Engine, windows: Sequence[IdArray], batch_size: int = 256
 ) -> tuple[FloatArray, list[FloatArray]]:
@@ -58,12 +72,9 @@ def score_windows(
     if len(windows) and (lengths.min() < 2 or lengths.max() > info.max_len):
         bad = int(lengths.min() if lengths.min() < 2 else lengths.max())
         raise ConfigError("window length", bad, f"2..{info.max_len} tokens for {info.label}")
-    order = np.argsort(lengths, kind="stable")
     scores = np.empty(len(windows), dtype=np.float32)
     probs: list[FloatArray] = [np.empty(0, dtype=np.float32)] * len(windows)
-    for start in range(0, len(windows), batch_size):
-        idx = order[start : start + batch_size]
-        width = bucket_width(int(lengths[idx[-1]]), info.max_len)
+    for idx, width in batches(lengths, batch_size, info.max_len):
         ids, lens = pad([windows[i] for i in idx], width)
         s, p = engine.score(ids, lens)
         scores[idx] = s

@@ -19,10 +19,10 @@ from typing import Any
 
 import numpy as np
 
-from logsieve.bundle import Bundle, add_files
+from logsieve.bundle import Bundle
 from logsieve.errors import BackendUnavailable, BundleError, ConfigError
 
-from .base import EngineInfo, FloatArray, IdArray, check_inputs
+from .base import EngineInfo, FloatArray, IdArray, add_engine_file, check_inputs
 
 __all__ = ["INT8_FILE", "OrtEngine", "build_int8", "providers_for"]
 
@@ -88,15 +88,7 @@ class OrtEngine:
             raise BundleError(
                 f"{bundle.path / artifact}: onnxruntime cannot load it ({exc})"
             ) from None
-        program = bundle.manifest.get("program", {})
-        self.info = EngineInfo(
-            backend="onnxruntime",
-            precision=precision,
-            device=device,
-            max_batch=int(program.get("max_batch", 1024)),
-            max_len=int(program.get("max_len", bundle.log_config.max_len)),
-            artifact=artifact,
-        )
+        self.info = EngineInfo.for_bundle(bundle, "onnxruntime", precision, device, artifact)
         self.providers: list[str] = list(self._session.get_providers())
 
     def score(self, ids: IdArray, lengths: IdArray) -> tuple[FloatArray, FloatArray]:
@@ -123,4 +115,11 @@ def build_int8(bundle: Bundle) -> Bundle:
         quantize_dynamic(
             source, out, weight_type=QuantType.QUInt8, op_types_to_quantize=["MatMul", "Gemm"]
         )
-        return add_files(bundle.path, {INT8_FILE: out})
+        entry: dict[str, object] = {
+            "backend": "onnxruntime",
+            "precision": "int8",
+            "device": "any",  # dynamic quantization: no device-specific code in the file
+            "toolkit": f"onnxruntime {_ort().__version__}",
+            "method": "quantize_dynamic, uint8 MatMul/Gemm weights",
+        }
+        return add_engine_file(bundle, INT8_FILE, out, entry)

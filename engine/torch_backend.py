@@ -57,15 +57,7 @@ class TorchEngine:
         if threads:
             torch.set_num_threads(threads)
         self._module = load_program(bundle).module().to(self._device)
-        program = bundle.manifest.get("program", {})
-        self.info = EngineInfo(
-            backend="torch",
-            precision=precision,
-            device=device,
-            max_batch=int(program.get("max_batch", 1024)),
-            max_len=int(program.get("max_len", bundle.log_config.max_len)),
-            artifact="program.pt2",
-        )
+        self.info = EngineInfo.for_bundle(bundle, "torch", precision, device, "program.pt2")
 
     def score(self, ids: IdArray, lengths: IdArray) -> tuple[FloatArray, FloatArray]:
         check_inputs(ids, lengths, self.info)

@@ -24,10 +24,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from logsieve.bundle import Bundle, add_files
+from logsieve.bundle import Bundle
 from logsieve.errors import BackendUnavailable, BundleError, ConfigError
 
-from .base import EngineInfo, FloatArray, IdArray, check_inputs
+from .base import EngineInfo, FloatArray, IdArray, add_engine_file, check_inputs
 from .devices import device_tag
 from .torch_backend import check_device
 
@@ -107,8 +107,7 @@ def build(bundle: Bundle, *, device: str = "cuda", precision: str = "fp16") -> B
     with tempfile.TemporaryDirectory(dir=bundle.path, prefix=".build.") as tmp:
         out = Path(tmp) / "engine.plan"
         out.write_bytes(bytes(plan))
-        engines = dict(bundle.manifest.get("engines", {}))
-        engines[name] = {
+        entry: dict[str, object] = {
             "backend": "tensorrt",
             "precision": precision,
             "device": device_tag(device),
@@ -116,7 +115,7 @@ def build(bundle: Bundle, *, device: str = "cuda", precision: str = "fp16") -> B
             "profiles": [list(b) for b in buckets],
             "build_seconds": round(time.perf_counter() - t0, 1),
         }
-        return add_files(bundle.path, {name: out}, {"engines": engines})
+        return add_engine_file(bundle, name, out, entry)
 
 
 _TORCH_DTYPES = {"FLOAT": torch.float32, "HALF": torch.float16, "INT64": torch.int64,
@@ -163,15 +162,7 @@ class TrtEngine:
             n: _TORCH_DTYPES[self._engine.get_tensor_dtype(n).name]
             for n in ("ids", "lengths", "scores", "token_probs")
         }
-        limits = bundle.manifest.get("program", {})
-        self.info = EngineInfo(
-            backend="tensorrt",
-            precision=precision,
-            device=device,
-            max_batch=int(limits.get("max_batch", 1024)),
-            max_len=int(limits.get("max_len", bundle.log_config.max_len)),
-            artifact=name,
-        )
+        self.info = EngineInfo.for_bundle(bundle, "tensorrt", precision, device, name)
 
     def score(self, ids: IdArray, lengths: IdArray) -> tuple[FloatArray, FloatArray]:
         check_inputs(ids, lengths, self.info)

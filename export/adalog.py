@@ -20,7 +20,6 @@ too, so it is a self-contained ``init_from``), and after :func:`export_adalog_bu
 
 from __future__ import annotations
 
-import tempfile
 import time
 import warnings
 from collections.abc import Sequence
@@ -33,7 +32,7 @@ import numpy.typing as npt
 import torch
 
 from logsieve import __version__
-from logsieve.bundle import Bundle, BundleWriter, add_files, open_bundle
+from logsieve.bundle import Bundle, BundleWriter, open_bundle
 from logsieve.config import LogConfig
 from logsieve.errors import BundleError, ConfigError, DataError
 
@@ -43,7 +42,7 @@ from .adalog_text import CLS, SEP, TOKENIZER_FORMAT, TextConfig, WordPieceTokeni
 from .calibrate import metrics, threshold_from_normal
 from .lines import iter_lines
 from .model import save_checkpoint
-from .program import INPUTS, ONNX_OPSET, OUTPUTS, to_onnx
+from .program import INPUTS, OUTPUTS, write_program
 from .readers_raw import parse_bgl_line, parse_thunderbird_line
 
 __all__ = [
@@ -286,29 +285,4 @@ def export_adalog_bundle(
     max_len = max_len or model.cfg.max_len
     t0 = time.perf_counter()
     program = export_adalog_program(model, max_batch=max_batch, max_len=max_len)
-    with tempfile.TemporaryDirectory(dir=bundle.path, prefix=".export.") as tmp:
-        program_path, onnx_path = Path(tmp) / "program.pt2", Path(tmp) / "model.onnx"
-        torch.export.save(program, program_path)
-        to_onnx(program, onnx_path, max_batch=max_batch, max_len=max_len)
-        axes = {"ids": {"0": "batch", "1": "seq"}, "lengths": {"0": "batch"}}
-        patch = {
-            "onnx": {
-                "inputs": list(INPUTS),
-                "outputs": list(OUTPUTS),
-                "dtypes": dict.fromkeys(INPUTS, "int64") | dict.fromkeys(OUTPUTS, "float32"),
-                "dynamic_axes": {
-                    **axes,
-                    "scores": {"0": "batch"},
-                    "token_probs": {"0": "batch", "1": "seq"},
-                },
-                "opset": ONNX_OPSET,
-            },
-            "program": {
-                "max_batch": max_batch,
-                "max_len": max_len,
-                "min_len": 2,
-                "torch": torch.__version__,
-                "export_seconds": round(time.perf_counter() - t0, 1),
-            },
-        }
-        return add_files(bundle.path, {"program.pt2": program_path, "model.onnx": onnx_path}, patch)
+    return write_program(bundle, program, max_batch=max_batch, max_len=max_len, started=t0)

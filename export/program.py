@@ -43,6 +43,7 @@ __all__ = [
     "export_bundle",
     "export_program",
     "to_onnx",
+    "write_program",
 ]
 
 INPUTS = ("ids", "lengths")
@@ -132,17 +133,16 @@ def to_onnx(
         onnx_program.save(str(path))
 
 
-def export_bundle(
-    path: Path, *, max_batch: int = DEFAULT_MAX_BATCH, max_len: int | None = None
+def write_program(
+    bundle: Bundle,
+    program: torch.export.ExportedProgram,
+    *,
+    max_batch: int,
+    max_len: int,
+    started: float,
 ) -> Bundle:
-    """Write ``program.pt2`` and ``model.onnx`` into the bundle at ``path``."""
-    bundle = open_bundle(path)
-    if bundle.detector != "fastlogad":
-        raise BundleError(f"{bundle.path}: export handles fastlogad bundles, not {bundle.detector}")
-    model = load_discriminator(bundle.file("model.pt"))
-    max_len = max_len or model.cfg.max_len
-    t0 = time.perf_counter()
-    program = export_program(model, max_batch=max_batch, max_len=max_len)
+    """Save ``program`` as ``program.pt2``, lower it to ``model.onnx``, and add both to
+    the bundle with the ``onnx``/``program`` manifest tables every detector shares."""
     with tempfile.TemporaryDirectory(dir=bundle.path, prefix=".export.") as tmp:
         program_path = Path(tmp) / "program.pt2"
         onnx_path = Path(tmp) / "model.onnx"
@@ -166,7 +166,21 @@ def export_bundle(
                 "max_len": max_len,
                 "min_len": 2,
                 "torch": torch.__version__,
-                "export_seconds": round(time.perf_counter() - t0, 1),
+                "export_seconds": round(time.perf_counter() - started, 1),
             },
         }
         return add_files(bundle.path, {"program.pt2": program_path, "model.onnx": onnx_path}, patch)
+
+
+def export_bundle(
+    path: Path, *, max_batch: int = DEFAULT_MAX_BATCH, max_len: int | None = None
+) -> Bundle:
+    """Write ``program.pt2`` and ``model.onnx`` into the bundle at ``path``."""
+    bundle = open_bundle(path)
+    if bundle.detector != "fastlogad":
+        raise BundleError(f"{bundle.path}: export handles fastlogad bundles, not {bundle.detector}")
+    model = load_discriminator(bundle.file("model.pt"))
+    max_len = max_len or model.cfg.max_len
+    t0 = time.perf_counter()
+    program = export_program(model, max_batch=max_batch, max_len=max_len)
+    return write_program(bundle, program, max_batch=max_batch, max_len=max_len, started=t0)
