@@ -195,16 +195,18 @@ def synth(
     help="Where the demo bundle is trained once and kept.",
 )
 def demo(seed: int, cache: Path) -> None:
-    """Score generated HDFS-like logs with injected anomalies (what make run runs).
+    """Serve the demo model and replay generated logs through it (what make run runs).
 
-    The first run trains a small FastLogAD model on generated normal logs (about a
-    minute) and caches the bundle; later runs reuse it.
+    Starts logsieve and an upstream in_forward on free 127.0.0.1 ports, replays
+    HDFS-like logs with injected anomalies through the fluent-logger client, prints
+    the flags that come back upstream with their evidence, then stops cleanly. The
+    first run trains a small FastLogAD model (about a minute) and caches the bundle.
 
     \b
     Example:
       logsieve demo --seed 3
     """
-    from logsieve.export.demo import run_demo
+    from logsieve.agent_plugin.demo import run_demo
 
     run_demo(click.echo, cache=cache, seed=seed)
 
@@ -217,3 +219,4 @@ def _read_note(stats: Any) -> str:
 # Detector commands live in their own module; importing it registers them on `main`.
 from logsieve import cli_engine as _cli_engine  # noqa: E402,F401
 from logsieve import cli_model as _cli_model  # noqa: E402,F401
+from logsieve import cli_serve as _cli_serve  # noqa: E402,F401

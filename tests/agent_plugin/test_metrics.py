@@ -12,7 +12,8 @@ import msgpack
 import pytest
 
 from logsieve.agent_plugin.forward import encode_ack
-from logsieve.agent_plugin.metrics import Metrics, MetricsRegistry, MetricsServer
+from logsieve.agent_plugin.metrics import Metrics, MetricsRegistry
+from logsieve.agent_plugin.metrics_http import MetricsServer
 from logsieve.agent_plugin.server import ForwardServer
 from logsieve.agent_plugin.server_config import ServerConfig
 from logsieve.agent_plugin.sink import QueueSink

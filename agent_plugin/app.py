@@ -1,0 +1,222 @@
+"""One running service: Forward server → streaming pipeline → engine → upstream, plus metrics.
+
+Usage::
+
+    service = Service(settings, bundle)          # settings: ServeSettings (serve_config)
+    await service.start()                        # service.port, service.metrics_port
+    ...
+    await service.stop()                         # the ordered shutdown below
+
+    exit_code = asyncio.run(run_service(settings, bundle))   # until SIGTERM/SIGINT
+
+Shutdown order (STYLE.md §4), each step bounded:
+
+1. stop accepting, stop reading, drain connections: requests already received are
+   put into the pipeline and acknowledged (``pipeline.drain_timeout``);
+2. flush every open window through the engine; the flags go to the upstream writer;
+3. wait for upstream acks of everything queued (``pipeline.flush_timeout``);
+4. close upstream: what is still unacked goes to the spool (``upstream.spool_dir``),
+   or is counted as lost without one;
+5. stop the metrics endpoint (it answers /health 503 from step 1 on).
+
+:func:`run_service` runs until SIGTERM or SIGINT, then shuts down in that order and
+returns 0 (1 if flags could not all be delivered or spooled). A second signal during
+shutdown abandons it (unacked flags are still spooled, a local write) and returns
+130. Signal handlers are restored on return.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+from collections.abc import Callable
+from typing import Any
+
+from logsieve.bundle import Bundle
+from logsieve.engine import Engine, load_engine
+
+from .metrics import Metrics
+from .metrics_http import MetricsServer
+from .pipeline import StreamingPipeline
+from .pipeline_metrics import PipelineMetrics
+from .serve_config import ServeSettings
+from .server import ForwardServer
+from .upstream import UpstreamClient
+
+__all__ = ["EXIT_FAST", "Service", "run_service"]
+
+log = logging.getLogger(__name__)
+
+EXIT_FAST = 130  # second signal: shutdown abandoned (like a shell's 128 + SIGINT)
+_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+class Service:
+    """The wired-up server; every task it starts is owned and stopped in order."""
+
+    def __init__(
+        self,
+        settings: ServeSettings,
+        bundle: Bundle,
+        engine: Engine | None = None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.settings = settings
+        self.bundle = bundle
+        self.engine = (
+            engine
+            if engine is not None
+            else load_engine(
+                bundle, settings.pipeline.backend, threads=settings.pipeline.engine_threads
+            )
+        )
+        self.metrics = Metrics()
+        self.pipeline_metrics = PipelineMetrics(self.metrics.registry)
+        self.upstream = UpstreamClient(settings.upstream)
+        self.pipeline_metrics.bind_upstream(self.upstream)
+        self.pipeline = StreamingPipeline(
+            settings.pipeline,
+            bundle,
+            self.engine,
+            self.upstream,
+            self.pipeline_metrics,
+            clock=clock,
+        )
+        self.server = ForwardServer(settings.server, self.pipeline, self.metrics)
+        self.http = MetricsServer(
+            self.metrics.registry,
+            settings.server.metrics_host,
+            settings.server.metrics_port,
+            health=lambda: self.server.is_serving,
+        )
+        self._started: list[str] = []
+
+    @property
+    def port(self) -> int:
+        """The Forward server's bound port."""
+        return self.server.port
+
+    @property
+    def metrics_port(self) -> int:
+        """The metrics endpoint's bound port."""
+        return self.http.port
+
+    async def start(self) -> None:
+        """Start upstream first and the listener last, so nothing is accepted half-wired."""
+        try:
+            await self.upstream.start()
+            self._started.append("upstream")
+            await self.pipeline.start()
+            self._started.append("pipeline")
+            await self.http.start()
+            self._started.append("http")
+            await self.server.start()
+            self._started.append("server")
+        except BaseException:
+            await self.stop()
+            raise
+        log.info(
+            "serving %s (%s) on %s:%d, flags to %s:%d, metrics on %s:%d",
+            self.bundle.path,
+            self.engine.info.label,
+            self.settings.server.host,
+            self.port,
+            self.settings.upstream.host,
+            self.settings.upstream.port,
+            self.settings.server.metrics_host,
+            self.metrics_port,
+        )
+
+    async def stop(self) -> bool:
+        """The ordered shutdown (module docstring). True if every flag was delivered
+        or spooled; safe to call twice."""
+        started, self._started = self._started, []
+        cfg = self.settings.pipeline
+        if "server" in started:
+            await self.server.stop(drain_timeout=cfg.drain_timeout)
+        if "pipeline" in started:
+            await self.pipeline.close()
+        delivered = True
+        if "upstream" in started:
+            if not await self.upstream.flush(cfg.flush_timeout):
+                log.warning(
+                    "upstream %s:%d: not every flag acked within %.1f s; the rest is spooled",
+                    self.settings.upstream.host,
+                    self.settings.upstream.port,
+                    cfg.flush_timeout,
+                )
+            await self.upstream.stop(timeout=0.5)
+            stats = self.upstream.stats
+            delivered = stats.dropped_records == 0
+            log.info(
+                "upstream closed: %d acked, %d spooled chunk(s), %d lost",
+                stats.records_acked,
+                stats.spool_chunks,
+                stats.dropped_records,
+            )
+        if "http" in started:
+            await self.http.stop()
+        return delivered
+
+    async def abort(self) -> None:
+        """Fast exit after an abandoned :meth:`stop`: no more waiting on the network.
+
+        Unacked flags still go to the spool (a local write); without one they are
+        lost and counted. Every step is a no-op for a part already stopped.
+        """
+        await self.server.stop(drain_timeout=0.1)
+        await self.upstream.stop(timeout=0)
+        await self.http.stop()
+
+
+async def run_service(
+    settings: ServeSettings,
+    bundle: Bundle,
+    *,
+    engine: Engine | None = None,
+    ready: Callable[[Service], Any] | None = None,
+) -> int:
+    """Serve until SIGTERM/SIGINT, then stop in order; returns the exit status.
+
+    ``ready`` is called once the service is listening (the CLI prints the ports).
+    """
+    loop = asyncio.get_running_loop()
+    service = Service(settings, bundle, engine)
+    stop_requested = asyncio.Event()
+    signals = 0
+    shutdown: asyncio.Task[bool] | None = None
+
+    def on_signal(signum: int) -> None:
+        nonlocal signals
+        signals += 1
+        if signals == 1:
+            log.warning("%s: shutting down (again to exit at once)", signal.Signals(signum).name)
+            stop_requested.set()
+        elif shutdown is not None:
+            log.error("second signal: abandoning shutdown")
+            shutdown.cancel()
+
+    previous = {s: signal.getsignal(s) for s in _SIGNALS}
+    for s in _SIGNALS:
+        loop.add_signal_handler(s, on_signal, s)
+    try:
+        await service.start()
+        if ready is not None:
+            ready(service)
+        await stop_requested.wait()
+        shutdown = asyncio.create_task(service.stop(), name="logsieve-shutdown")
+        try:
+            delivered = await shutdown
+        except asyncio.CancelledError:
+            if signals < 2:
+                raise  # cancelled from outside, not by a second signal
+            await service.abort()
+            return EXIT_FAST
+        return 0 if delivered else 1
+    finally:
+        for s in _SIGNALS:
+            loop.remove_signal_handler(s)
+            signal.signal(s, previous[s])

@@ -1,0 +1,148 @@
+"""Settings of the streaming pipeline (records → windows → engine → flags), frozen and validated.
+
+The windowing itself (key field or regex, session/sliding, timeouts, ``max_len``) is
+*not* here: it comes from the bundle's log config, so serving cuts exactly the windows
+the model was trained and calibrated on. Loaded once at the CLI edge from the
+``[pipeline]`` table (:meth:`PipelineConfig.from_dict`, unknown keys are errors).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from logsieve.errors import ConfigError
+
+from .flags import DEFAULT_FLAG_TAG
+
+__all__ = ["PipelineConfig"]
+
+_SECTION = "pipeline"
+_BACKENDS = ("auto", "tensorrt", "aoti", "onnxruntime", "torch")
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    """How records become flags.
+
+    Attributes:
+        text_fields: Record keys tried in order for the line text; None uses the
+            bundle's (``log`` then ``message`` by default). A record with none of
+            them (or an empty/non-string value) is counted as ``no_text``, not
+            windowed, and still acknowledged (a resend could not fix it).
+        host_fields: Record keys tried in order for the host of per-host (sliding)
+            windows. Session windows take their key from the bundle's
+            ``key_field``/``key_regex``.
+        backend: Engine backend (``auto`` picks the fastest one here; on CPU that is
+            ONNX Runtime, which does not import torch).
+        engine_threads: Intra-op threads of the engine (None: the backend's default).
+        batch_size: Most windows per engine call.
+        max_wait_ms: Longest a closed window waits for its batch to fill.
+        queue_size: Closed windows queued for the engine. When full, ``put`` waits,
+            so the connection stops reading its socket (backpressure, no dropping).
+        advance_interval: Seconds between clock ticks that close idle windows
+            (0 disables; windows then close only on later records and at shutdown).
+            The tick's watermark is the largest event time seen plus the wall-clock
+            time since it was seen: event time keeps moving while the input is
+            quiet, and a replay faster than real time is windowed as offline.
+        top_k: Evidence lines per flag.
+        flag_tag: Tag of the flag records sent upstream.
+        every_verdict: Also send a record for every normal window (``verdict:
+            "normal"``), not only for anomalies.
+        pass_through: Also send every record upstream, enriched with
+            ``logsieve_verdict``/``logsieve_score``/``logsieve_flag_id``. A record is
+            held until the first window containing it closes and is sent then, with
+            that window's verdict (session windows: its only window). Records that
+            join no window (no key, no text) are sent at once, unenriched.
+        pass_through_tag: Tag of pass-through records; None keeps each record's tag.
+        drain_timeout: Seconds the server waits at shutdown for in-flight requests.
+        flush_timeout: Seconds shutdown waits for upstream acks of the last flags
+            before the rest is spooled (or counted as lost without a spool).
+    """
+
+    text_fields: tuple[str, ...] | None = None
+    host_fields: tuple[str, ...] = ("host", "hostname")
+    backend: str = "auto"
+    engine_threads: int | None = None
+    batch_size: int = 64
+    max_wait_ms: float = 20.0
+    queue_size: int = 1024
+    advance_interval: float = 1.0
+    top_k: int = 5
+    flag_tag: str = DEFAULT_FLAG_TAG
+    every_verdict: bool = False
+    pass_through: bool = False
+    pass_through_tag: str | None = "logsieve.record"
+    drain_timeout: float = 10.0
+    flush_timeout: float = 10.0
+
+    def __post_init__(self) -> None:
+        for name in ("text_fields", "host_fields"):
+            value = getattr(self, name)
+            if value is None and name == "text_fields":
+                continue
+            if isinstance(value, list):
+                value = tuple(value)
+                object.__setattr__(self, name, value)
+            if (
+                not isinstance(value, tuple)
+                or not value
+                or not all(isinstance(v, str) and v for v in value)
+            ):
+                raise ConfigError(f"{_SECTION}.{name}", value, "a non-empty list of field names")
+        if self.backend not in _BACKENDS:
+            raise ConfigError(f"{_SECTION}.backend", self.backend, f"one of {', '.join(_BACKENDS)}")
+        if self.engine_threads is not None and (
+            _bad_int(self.engine_threads) or self.engine_threads < 1
+        ):
+            raise ConfigError(f"{_SECTION}.engine_threads", self.engine_threads, "an integer >= 1")
+        for name, low in (("batch_size", 1), ("queue_size", 1), ("top_k", 0)):
+            value = getattr(self, name)
+            if _bad_int(value) or value < low:
+                raise ConfigError(f"{_SECTION}.{name}", value, f"an integer >= {low}")
+        for name in ("max_wait_ms", "advance_interval"):
+            value = getattr(self, name)
+            if _bad_float(value) or value < 0:
+                raise ConfigError(f"{_SECTION}.{name}", value, "a number >= 0")
+        for name in ("drain_timeout", "flush_timeout"):
+            value = getattr(self, name)
+            if _bad_float(value) or value <= 0:
+                raise ConfigError(f"{_SECTION}.{name}", value, "a positive number of seconds")
+        for name in ("every_verdict", "pass_through"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"{_SECTION}.{name}", getattr(self, name), "true or false")
+        if not isinstance(self.flag_tag, str) or not self.flag_tag:
+            raise ConfigError(f"{_SECTION}.flag_tag", self.flag_tag, "a non-empty tag")
+        if self.pass_through_tag is not None and (
+            not isinstance(self.pass_through_tag, str) or not self.pass_through_tag
+        ):
+            raise ConfigError(
+                f"{_SECTION}.pass_through_tag", self.pass_through_tag, "a non-empty tag or null"
+            )
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> PipelineConfig:
+        """Build from a TOML table; unknown keys are a :class:`ConfigError`."""
+        if not isinstance(data, Mapping):
+            raise ConfigError(_SECTION, data, "a table of settings")
+        known = {f.name for f in dataclasses.fields(cls)}
+        for key in data:
+            if key not in known:
+                allowed = f"a known setting ({', '.join(sorted(known))})"
+                raise ConfigError(f"{_SECTION}.{key}", data[key], allowed)
+        return cls(**dict(data))
+
+
+def _bad_int(value: object) -> bool:
+    return isinstance(value, bool) or not isinstance(value, int)
+
+
+def _bad_float(value: object) -> bool:
+    return (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not math.isfinite(float(value))
+    )

@@ -1,0 +1,97 @@
+"""Metrics of the streaming pipeline and the upstream flag writer, on the shared registry.
+
+Counters are incremented where things happen; depths and the upstream client's state
+are gauges read at scrape time (``set_function``), so they cost nothing per record.
+Names start with ``logsieve_pipeline_`` and ``logsieve_upstream_``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from .metrics import MetricsRegistry
+
+if TYPE_CHECKING:
+    from .pipeline import StreamingPipeline
+    from .upstream import UpstreamClient
+
+__all__ = ["PipelineMetrics"]
+
+_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+_BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+
+# UpstreamStats fields exported as gauges (read from a snapshot at scrape time).
+_UPSTREAM = {
+    "records_acked": "Records delivered upstream (acked, or written without acks).",
+    "records_sent": "Records written to the upstream socket, resends included.",
+    "buffered_records": "Records in memory waiting for delivery.",
+    "spilled_chunks": "Chunks spilled to the spool because memory was full.",
+    "spool_chunks": "Chunks in the spool now.",
+    "spool_bytes": "Bytes in the spool now.",
+    "dropped_records": "Records lost: drop policy, or unsent at stop without a spool.",
+    "retries": "Chunk resends after a failure.",
+    "reconnects": "Upstream connections made after the first.",
+    "connected": "1 while connected upstream.",
+}
+
+
+class PipelineMetrics:
+    """The pipeline's metric families (``registry`` is shared with the server's)."""
+
+    def __init__(self, registry: MetricsRegistry | None = None) -> None:
+        self.registry = reg = registry if registry is not None else MetricsRegistry()
+        p = "logsieve_pipeline_"
+        self.records = reg.counter(
+            p + "records_total", "Records taken by the pipeline, by outcome (windowed, no_text).",
+            ["outcome"],
+        )  # fmt: skip
+        self.unknown_lines = reg.counter(
+            p + "unknown_template_lines_total", "Lines no training template matched ([UNK])."
+        )
+        self.unknown_rate = reg.gauge(
+            p + "unknown_template_rate", "Share of lines that matched no template."
+        )
+        self.windows_open = reg.gauge(p + "windows_open", "Windows open now.")
+        self.windows_closed = reg.counter(
+            p + "windows_closed_total",
+            "Windows closed, by reason (idle, watermark, max_lines, evicted, flush, late).",
+            ["reason"],
+        )
+        self.windows_failed = reg.counter(
+            p + "windows_failed_total", "Windows not scored because the engine raised."
+        )
+        self.queue_depth = reg.gauge(p + "queue_depth", "Closed windows waiting for the engine.")
+        self.held_records = reg.gauge(
+            p + "held_records", "Pass-through records waiting for their window to close."
+        )
+        self.batch_windows = reg.histogram(
+            p + "batch_windows", "Windows per engine call.", buckets=_BATCH_BUCKETS
+        )
+        self.engine_seconds = reg.histogram(
+            p + "engine_seconds", "Engine latency per batch.", buckets=_LATENCY_BUCKETS
+        )
+        self.verdicts = reg.counter(p + "verdicts_total", "Scored windows by verdict.", ["verdict"])
+        self.sent = reg.counter(
+            p + "records_sent_upstream_total",
+            "Records handed to the upstream writer, by kind (flag, verdict, pass_through).",
+            ["kind"],
+        )
+
+    def bind(self, pipeline: StreamingPipeline) -> None:
+        """Read the pipeline's depths at scrape time."""
+        lines = pipeline.lines
+        self.unknown_rate.set_function(lambda: lines.matcher.unknown_rate)
+        self.windows_open.set_function(lambda: lines.windower.open_windows)
+        self.queue_depth.set_function(lambda: pipeline.queue_depth)
+        self.held_records.set_function(lambda: pipeline.held_records)
+
+    def bind_upstream(self, client: UpstreamClient) -> None:
+        """Export the upstream client's counters and gauges (flags sent/buffered/spilled)."""
+        for name, help_ in _UPSTREAM.items():
+            gauge = self.registry.gauge(f"logsieve_upstream_{name}", help_)
+            gauge.set_function(_stat(client, name))
+
+
+def _stat(client: UpstreamClient, name: str) -> Callable[[], float]:
+    return lambda: float(getattr(client.stats, name))

@@ -1,0 +1,104 @@
+"""CLI command of the serving stage: ``serve``.
+
+train → bundle → export → build-engine → **serve**. Registered on the ``logsieve``
+group by :mod:`logsieve.cli`; settings are merged and validated here, once, by
+:func:`logsieve.agent_plugin.serve_config.load_serve_settings`.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from logsieve.cli import main
+
+
+@main.command()
+@click.option(
+    "--bundle", "bundle_path", type=click.Path(exists=True, path_type=Path), required=True
+)
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="TOML file with [server], [upstream] and [pipeline] tables.",
+)
+@click.option("--listen", default=None, help="host:port to receive Forward on [0.0.0.0:24224].")
+@click.option("--upstream", default=None, help="host:port of the in_forward that gets flags.")
+@click.option("--shared-key", default=None, help="Require this shared key from clients.")
+@click.option("--tls-cert", type=click.Path(path_type=Path), default=None, help="PEM cert (TLS).")
+@click.option("--tls-key", type=click.Path(path_type=Path), default=None, help="PEM key (TLS).")
+@click.option("--metrics", default=None, help="host:port of /metrics and /health [127.0.0.1:2021].")
+@click.option(
+    "--backend",
+    type=click.Choice(["auto", "tensorrt", "aoti", "onnxruntime", "torch"]),
+    default=None,
+    help="Engine backend [auto].",
+)
+def serve(
+    bundle_path: Path,
+    config_path: Path | None,
+    listen: str | None,
+    upstream: str | None,
+    shared_key: str | None,
+    tls_cert: Path | None,
+    tls_key: Path | None,
+    metrics: str | None,
+    backend: str | None,
+) -> None:
+    """Serve a bundle: receive logs over Forward, send anomaly flags upstream.
+
+    Point Fluent Bit's or Fluentd's `forward` output at --listen; flags (and, if
+    configured, every verdict or the enriched records) go to the in_forward at
+    --upstream on the tag `logsieve.flag`. Settings: flags > LOGSIEVE_<TABLE>_<KEY>
+    environment variables > the --config file > defaults. SIGTERM or SIGINT drains
+    connections, flushes open windows through the engine, waits for upstream acks
+    and exits 0; a second signal exits at once.
+
+    \b
+    Example:
+      logsieve serve --bundle bundles/hdfs-raw --upstream fluentd:24224
+      logsieve serve --bundle bundles/hdfs-raw --config serve.toml --listen 0.0.0.0:24224
+      LOGSIEVE_UPSTREAM_SPOOL_DIR=/var/lib/logsieve logsieve serve --bundle b
+    """
+    import asyncio
+
+    from logsieve.agent_plugin.app import run_service
+    from logsieve.agent_plugin.serve_config import load_serve_settings, parse_hostport
+    from logsieve.bundle import open_bundle
+
+    server: dict[str, Any] = {"shared_key": shared_key}
+    if listen is not None:
+        server["host"], server["port"] = parse_hostport("--listen", listen)
+    if metrics is not None:
+        server["metrics_host"], server["metrics_port"] = parse_hostport("--metrics", metrics)
+    if tls_cert is not None or tls_key is not None:
+        server["tls_cert"], server["tls_key"] = tls_cert, tls_key
+    up: dict[str, Any] = {}
+    if upstream is not None:
+        up["host"], up["port"] = parse_hostport("--upstream", upstream)
+    settings = load_serve_settings(
+        config_path,
+        os.environ,
+        {"server": server, "upstream": up, "pipeline": {"backend": backend}},
+    )
+    bundle = open_bundle(bundle_path)
+
+    def ready(service: Any) -> None:
+        click.echo(
+            f"logsieve serving {bundle.path} ({service.engine.info.label}) on "
+            f"{settings.server.host}:{service.port}; flags to "
+            f"{settings.upstream.host}:{settings.upstream.port}; metrics on "
+            f"http://{settings.server.metrics_host}:{service.metrics_port}/metrics",
+            err=True,
+        )
+
+    code = asyncio.run(run_service(settings, bundle, ready=ready))
+    sys.stderr.flush()
+    if code:
+        sys.exit(code)
