@@ -31,7 +31,8 @@ import pytest
 import torch
 
 from logsieve.bundle import Bundle, open_bundle
-from logsieve.engine import Engine, EngineInfo, build_engine, load_engine, score_windows
+from logsieve.engine import Engine, build_engine, load_engine, score_windows
+from logsieve.export.fastlogad import EagerEngine
 
 THREADS = int(os.environ.get("LOGSIEVE_BENCH_THREADS", "1"))
 N_WINDOWS = {1: 64, 64: 512, 256: 1024}  # windows scored per round, by batch size
@@ -99,28 +100,9 @@ def windows(shared_data: Path, bench_bundle: Bundle) -> dict[str, list[np.ndarra
     return {"hdfs": _hdfs_windows(shared_data, n), "bgl": _bgl_windows(shared_data, n, vocab)}
 
 
-class EagerEngine:
-    """The eager ``nn.Module`` from ``model.pt`` behind the Engine interface, so the
-    reference goes through the same length bucketing as every backend."""
-
-    def __init__(self, bundle: Bundle) -> None:
-        from logsieve.export.model import load_discriminator
-
-        self.model = load_discriminator(bundle.file("model.pt"))
-        limits = bundle.manifest["program"]
-        self.info = EngineInfo(
-            "torch-eager", "fp32", "cpu", limits["max_batch"], limits["max_len"], "model.pt"
-        )
-
-    def score(self, ids: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        with torch.inference_mode():
-            s, p = self.model.score(torch.from_numpy(ids), torch.from_numpy(lengths))
-        return s.numpy(), p.numpy()
-
-
 def _runner(bundle: Bundle, backend: str, precision: str) -> Callable[..., Any]:
     engine: Engine = (
-        EagerEngine(bundle)
+        EagerEngine(bundle, int(bundle.manifest["program"]["max_batch"]))
         if backend == "torch-eager"
         else load_engine(bundle, backend, precision=precision, threads=THREADS)
     )

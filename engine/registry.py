@@ -62,8 +62,8 @@ def load_engine(
     """An engine for ``bundle``. ``auto`` follows the module's order; a named backend
     either loads or raises :class:`BackendUnavailable`/:class:`BundleError` saying why."""
     b = _open(bundle)
-    if b.detector != "fastlogad":
-        raise BundleError(f"{b.path}: engines serve fastlogad bundles, not {b.detector}")
+    if b.detector not in ("fastlogad", "adalog"):  # both export the same (ids, lengths) I/O
+        raise BundleError(f"{b.path}: engines serve fastlogad and adalog bundles, not {b.detector}")
     if backend == "auto":
         return _auto(b, threads)
     if backend not in BACKENDS:

@@ -10,7 +10,7 @@ which the label firewall produced.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,7 +24,6 @@ from logsieve.bundle import Bundle, BundleWriter, open_bundle
 from logsieve.errors import BundleError
 from logsieve.logs.pipeline import Event, windows_of
 from logsieve.logs.templates import TemplateMatcher
-from logsieve.logs.vocab import pad_batch
 from logsieve.logs.windows import Window
 
 from .calibrate import Metrics, metrics, project_metrics, score_sequences, threshold_from_normal
@@ -33,7 +32,7 @@ from .model import Discriminator, ModelConfig, load_discriminator, save_checkpoi
 from .prepare import Prepared
 from .train import TrainConfig, TrainResult, train
 
-__all__ = ["Flag", "evaluate", "score_file", "score_windows", "train_bundle"]
+__all__ = ["EagerEngine", "Flag", "evaluate", "score_file", "score_windows", "train_bundle"]
 
 IdArray = npt.NDArray[np.int64]
 # HDFS's full labelled test population (../shared/data/README.md): the projection that
@@ -202,64 +201,62 @@ def score_file(
             f"{bundle.path}: trained on pre-parsed template ids, it cannot read raw lines "
             "(train on a raw-line dataset to score files)"
         )
-    run = _runner(bundle, backend)
+    engine = _engine(bundle, backend)
     config = bundle.log_config
     matcher = TemplateMatcher.from_state(bundle.templates_state)
     pending: list[Window[Event]] = []
     for window in windows_of(read_records(path, fmt, pattern=pattern), config, matcher):
         pending.append(window)
         if len(pending) >= batch:
-            yield from _score_batch(bundle, run, pending, top)
+            yield from _score_batch(bundle, engine, pending, top)
             pending = []
-    yield from _score_batch(bundle, run, pending, top)
+    yield from _score_batch(bundle, engine, pending, top)
 
 
-Runner = Callable[[IdArray, IdArray], tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]]
+class EagerEngine:
+    """The eager discriminator from ``model.pt`` behind the :class:`~logsieve.engine.Engine`
+    interface: scores unexported bundles, and is the reference in the engine benchmark."""
+
+    def __init__(self, bundle: Bundle, max_batch: int = 1024) -> None:
+        from logsieve.engine import EngineInfo
+
+        self.model = load_model(bundle)
+        self.info = EngineInfo(
+            "torch-eager", "fp32", "cpu", max_batch, self.model.cfg.max_len, "model.pt"
+        )
+
+    @torch.inference_mode()
+    def score(
+        self, ids: IdArray, lengths: IdArray
+    ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
+        scores, probs = self.model.score(torch.from_numpy(ids), torch.from_numpy(lengths))
+        return scores.numpy(), probs.numpy()
 
 
-def _runner(bundle: Bundle, backend: str | None) -> Runner:
-    """``(ids, lengths) -> (scores, token_probs)`` through an engine, or the eager model."""
+def _engine(bundle: Bundle, backend: str | None) -> Any:
+    """An engine for the bundle, or the eager model when it was never exported."""
     if backend is not None and "program.pt2" in bundle.manifest["files"]:
         from logsieve.engine import load_engine
 
-        engine_run: Runner = load_engine(bundle, backend).score
-        return engine_run
-    model = load_model(bundle)
-
-    @torch.no_grad()
-    def run(
-        ids: IdArray, lengths: IdArray
-    ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
-        scores, probs = model.score(torch.from_numpy(ids), torch.from_numpy(lengths))
-        return scores.numpy(), probs.numpy()
-
-    return run
+        return load_engine(bundle, backend)
+    return EagerEngine(bundle)
 
 
 def _score_batch(
-    bundle: Bundle, run: Runner, windows: list[Window[Event]], top: int
+    bundle: Bundle, engine: Any, windows: list[Window[Event]], top: int
 ) -> Iterator[tuple[Window[Event], float, Flag | None]]:
-    """Score a batch of windows in one forward pass (chunks padded to the longest)."""
+    """Score a batch of windows (the scoring the server does, shared with it)."""
     if not windows:
         return
-    vocab, config = bundle.vocab, bundle.log_config
-    assert vocab is not None
-    chunks = [
-        vocab.encode([e.template_id for e in w.items], config.max_len, config.truncate)
-        for w in windows
-    ]
-    ids, lengths = pad_batch([c for cs in chunks for c in cs])
-    scores, probs = run(ids, lengths)
-    row = 0
-    for w, cs in zip(windows, chunks, strict=True):
-        rows = range(row, row + len(cs))
-        row += len(cs)
-        score = float(max(scores[r] for r in rows))
+    from logsieve.engine.windows import score_template_windows
+
+    assert bundle.vocab is not None
+    ids = [[e.template_id for e in w.items] for w in windows]
+    scored = score_template_windows(engine, bundle.vocab, bundle.log_config, ids)
+    for w, (score, per_line) in zip(windows, scored, strict=True):
         if score <= bundle.threshold:
             yield w, score, None
             continue
-        # Token j >= 1 of a chunk is the next event of the window (chunks are consecutive).
-        per_line = [float(p) for r, c in zip(rows, cs, strict=True) for p in probs[r, 1 : len(c)]]
         # Lines no training template matched explain a flag best; then the lines the
         # discriminator finds most likely replaced.
         order = sorted(range(len(w.items)), key=lambda i: (not w.items[i].unknown, -per_line[i]))[
