@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 # not a multi-GB CUDA build pulled by a looser range.
 TORCH_PIN := torch==2.13.0
 
-.PHONY: setup test test-all bench lint typecheck run clean
+.PHONY: setup test test-all bench bench-accuracy lint typecheck run clean
 
 setup: $(BIN)/logsieve
 
@@ -22,6 +22,15 @@ test: setup
 
 bench: setup
 	$(BIN)/pytest bench -q --benchmark-columns=min,mean,median,ops --benchmark-sort=name
+
+# Accuracy of every method on every dataset of $(DATA) the harness supports (hours at the
+# default sizes). A smoke run: make bench-accuracy ACCURACY_ARGS="--tiny --seeds 1"
+DATA ?= ../shared/data
+ACCURACY_OUT ?= bench/accuracy.md
+ACCURACY_ARGS ?= --seeds 3
+bench-accuracy: setup
+	$(BIN)/python -m logsieve.export.harness --data-root $(DATA) --out $(ACCURACY_OUT) \
+		$(ACCURACY_ARGS)
 
 lint: setup
 	$(BIN)/ruff check .

@@ -46,6 +46,13 @@ def _data_options(func: Any) -> Any:
 
 @main.command()
 @_data_options
+@click.option(
+    "--detector",
+    type=click.Choice(["fastlogad", "adalog"]),
+    default="fastlogad",
+    show_default=True,
+    help="adalog: per-line MLM detector on the raw lines of the same split (raw-line data).",
+)
 @click.option("--generator", type=click.Choice(["random", "mlm"]), default="mlm", show_default=True)
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True)
 @click.option("--rtd-epochs", type=int, default=None, help="Phase 1 epochs (MLM+RTD).")
@@ -53,9 +60,12 @@ def _data_options(func: Any) -> Any:
 @click.option("--lr", type=float, default=None)
 @click.option("--batch-size", type=int, default=None)
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--quantile", type=float, default=0.99, show_default=True, help="Threshold quantile.")
-@click.option("--d-model", type=int, default=256, show_default=True)
-@click.option("--layers", type=int, default=4, show_default=True)
+@click.option("--epochs", type=int, default=None, help="adalog: MLM epochs (default 10).")
+@click.option(
+    "--quantile", type=float, default=None, help="Threshold quantile (fastlogad 0.99, adalog 0.9)."
+)
+@click.option("--d-model", type=int, default=None, help="Default: fastlogad 256, adalog 128.")
+@click.option("--layers", type=int, default=None, help="Default: fastlogad 4, adalog 2.")
 @click.option("--threads", type=int, default=None, help="torch threads (default: all cores).")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path))
 @click.option(
@@ -65,16 +75,22 @@ def _data_options(func: Any) -> Any:
     help="Skip writing program.pt2/model.onnx (logsieve export does it later).",
 )
 def train(**opts: Any) -> None:
-    """Train FastLogAD on normal windows, calibrate the threshold, write a bundle.
+    """Train FastLogAD (or ADALog) on normal windows, calibrate the threshold, write a bundle.
 
     No anomaly label is read: training and calibration see only the normal
-    training windows (labels stripped).
+    training windows (labels stripped). --detector adalog trains on the lines of
+    those windows (raw-line datasets: hdfs, bgl, thunderbird, lines).
 
     \b
     Example:
       logsieve train --dataset hdfs-sessions --data ../shared/data/hdfs/sessions \\
           --generator mlm --out bundles/hdfs-mlm
+      logsieve train --detector adalog --dataset bgl \\
+          --data ../shared/data/bgl/raw/BGL_2k.log --out bundles/bgl-adalog
     """
+    if opts["detector"] == "adalog":
+        _train_adalog(opts)
+        return
     from logsieve.export.fastlogad import train_bundle
     from logsieve.export.model import ModelConfig
     from logsieve.export.train import TrainConfig
@@ -88,8 +104,8 @@ def train(**opts: Any) -> None:
     )
     model_cfg = ModelConfig(
         vocab_size=data.vocab.size,
-        d_model=opts["d_model"],
-        n_layers=opts["layers"],
+        d_model=opts["d_model"] or 256,
+        n_layers=opts["layers"] or 4,
         max_len=data.log_config.max_len,
     )
     click.echo(
@@ -97,12 +113,13 @@ def train(**opts: Any) -> None:
         f"sequences, {data.vocab.size} tokens",
         err=True,
     )
+    quantile = opts["quantile"] if opts["quantile"] is not None else 0.99
     bundle, result = train_bundle(
-        data, opts["out"], train_cfg=cfg, model_cfg=model_cfg, quantile=opts["quantile"]
+        data, opts["out"], train_cfg=cfg, model_cfg=model_cfg, quantile=quantile
     )
     click.echo(
         f"bundle {bundle.path}: threshold {bundle.threshold:.6g} "
-        f"(q{opts['quantile']} of {bundle.manifest['threshold']['n_validation']} validation "
+        f"(q{quantile} of {bundle.manifest['threshold']['n_validation']} validation "
         f"scores), trained in {result.timings.get('total', 0.0):.1f}s"
     )
     if not opts["no_export"]:
@@ -110,6 +127,33 @@ def train(**opts: Any) -> None:
         from logsieve.export.program import export_bundle
 
         with_progress("exporting program.pt2 and model.onnx", lambda: export_bundle(bundle.path))
+
+
+def _train_adalog(opts: dict[str, Any]) -> None:
+    from logsieve.export.adalog import AdaLogConfig, export_adalog_bundle
+    from logsieve.export.methods import EvalOptions, train_adalog_split
+
+    names = {"d_model": "d_model", "n_layers": "layers", "epochs": "epochs", "lr": "lr",
+             "batch_size": "batch_size", "quantile": "quantile"}  # fmt: skip
+    given = {k: opts[v] for k, v in names.items()}
+    cfg = AdaLogConfig(seed=opts["seed"], **{k: v for k, v in given.items() if v is not None})
+    if opts["threads"]:
+        import torch
+
+        torch.set_num_threads(opts["threads"])
+    data = _prepare(opts)
+    split = EvalOptions(labels_path=opts["labels"], pattern=opts["pattern"])
+    bundle = train_adalog_split(data, opts["data_path"], opts["out"], cfg, options=split)
+    click.echo(
+        f"bundle {bundle.path}: adalog, threshold {bundle.threshold:.6g} "
+        f"(q{cfg.quantile} of {bundle.manifest['threshold']['n_validation']} validation lines)"
+    )
+    if not opts["no_export"]:
+        from logsieve.cli_engine import with_progress
+
+        with_progress(
+            "exporting program.pt2 and model.onnx", lambda: export_adalog_bundle(bundle.path)
+        )
 
 
 def _prepare(opts: dict[str, Any], bundle: Any = None) -> Any:
@@ -133,31 +177,90 @@ def _prepare(opts: dict[str, Any], bundle: Any = None) -> Any:
     )
 
 
-@main.command(name="eval")
-@click.option(
-    "--bundle", "bundle_path", type=click.Path(exists=True, path_type=Path), required=True
-)
-@_data_options
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-@click.option("--batch-size", type=int, default=256, show_default=True)
-def eval_(bundle_path: Path, as_json: bool, batch_size: int, **opts: Any) -> None:
-    """Evaluate a bundle on a dataset's test split at the bundle's threshold.
+METHODS = ("fastlogad-mlm", "fastlogad-random", "adalog", "deeplog", "logbert", "iforest")
 
-    Prints precision, recall, F1, ROC-AUC, PR-AUC and the confusion counts, on the
-    test windows as they are and with identical windows counted once; for
-    hdfs-sessions also projected to HDFS's real class ratio. Use the split options
-    the bundle was trained with (its manifest's data.split).
+
+@main.command(name="eval")
+@click.option("--bundle", "bundle_path", type=click.Path(exists=True, path_type=Path),
+              help="Evaluate this trained bundle (or use --method).")  # fmt: skip
+@click.option("--method", "methods", type=click.Choice(METHODS), multiple=True,
+              help="Fit and evaluate this method on the split (repeatable).")  # fmt: skip
+@_data_options
+@click.option("--seeds", type=int, default=1, show_default=True, help="--method: seeds 0..N-1.")
+@click.option("--plots", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="--method: write score, ROC/PR and evidence PNGs here.")  # fmt: skip
+@click.option("--tiny", is_flag=True, help="--method: tiny models, 1-2 epochs (a smoke run).")
+@click.option("--epochs", type=int, default=None, help="--method: cap every method's epochs.")
+@click.option("--threads", type=int, default=None, help="torch threads (default: all cores).")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="--method: also write the Markdown table to this file.")  # fmt: skip
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (--method: the per-seed rows).")
+@click.option("--batch-size", type=int, default=256, show_default=True)
+def eval_(
+    bundle_path: Path | None, methods: tuple[str, ...], as_json: bool, batch_size: int,
+    **opts: Any,
+) -> None:  # fmt: skip
+    """Evaluate a bundle, or fit and evaluate methods, on a dataset's test split.
+
+    --bundle: the bundle's threshold on the test windows as they are and with identical
+    windows counted once (use the split options it was trained with: its manifest's
+    data.split). --method (repeatable): fits each method per seed on the same split,
+    thresholds label-free (normal validation); baselines add oracle rows, labelled.
+    Prints P, R, F1, ROC-AUC, PR-AUC, FPR (for hdfs-sessions also projected to HDFS's
+    real class ratio); --method prints mean ± std over seeds as a Markdown table.
 
     \b
     Example:
       logsieve eval --bundle bundles/hdfs-mlm --dataset hdfs-sessions \\
           --data ../shared/data/hdfs/sessions --json
+      logsieve eval --method iforest --method deeplog --seeds 3 --dataset hdfs-sessions \\
+          --data ../shared/data/hdfs/sessions --plots plots/
     """
+    if (bundle_path is None) == (not methods):
+        raise click.UsageError("give either --bundle or --method")
+    if methods:
+        _eval_methods(methods, as_json, batch_size, opts)
+        return
+    if opts["plots"] is not None:
+        raise click.UsageError("--plots needs --method (bundle mode prints figures only)")
+    assert bundle_path is not None
+    _eval_bundle(bundle_path, as_json, batch_size, opts)
+
+
+def _eval_methods(
+    methods: tuple[str, ...], as_json: bool, batch_size: int, opts: dict[str, Any]
+) -> None:
+    from logsieve.export.harness import EvalOptions, run
+
+    options = EvalOptions(
+        train_n=opts["train_n"], val_fraction=opts["val_fraction"], labels_path=opts["labels"],
+        pattern=opts["pattern"], tiny=opts["tiny"], epochs=opts["epochs"],
+        batch_size=batch_size, threads=opts["threads"],
+    )  # fmt: skip
+    report = run(methods, opts["dataset"], opts["data_path"], opts["seeds"], options,
+                 plots=opts["plots"])  # fmt: skip
+    if opts["out"] is not None:
+        opts["out"].write_text(report.table + "\n", encoding="utf-8")
+    click.echo(json.dumps(report.rows, indent=1) if as_json else report.table)
+    for path in report.plots:
+        click.echo(f"wrote {path}", err=True)
+
+
+def _eval_bundle(bundle_path: Path, as_json: bool, batch_size: int, opts: dict[str, Any]) -> None:
     from logsieve.bundle import open_bundle
     from logsieve.errors import BundleError
     from logsieve.export.fastlogad import evaluate
 
     bundle = open_bundle(bundle_path)
+    if bundle.detector != "fastlogad":
+        raise BundleError(
+            f"{bundle.path}: this is an {bundle.detector!r} bundle; evaluate it with "
+            f"--method {bundle.detector} (fits on the same split) or score lines with it"
+        )
+    if opts["threads"]:
+        import torch
+
+        torch.set_num_threads(opts["threads"])
     data = _prepare(opts, bundle)
     if bundle.vocab is not None and data.vocab.size != bundle.vocab.size:
         raise BundleError(
@@ -215,18 +318,25 @@ def score(
     show_all: bool,
     backend: str,
 ) -> None:
-    """Score a log file offline and print flagged windows with their evidence.
+    """Score a log file offline and print flagged windows (or lines) with evidence.
 
-    Evidence: the lines whose tokens the discriminator finds most likely replaced.
+    FastLogAD evidence: the lines whose tokens the discriminator finds most likely
+    replaced. ADALog bundles score every line (eager model; --backend is ignored) and
+    print the flagged lines with their --top least expected tokens (NLL in nats).
 
     \b
     Example:
       logsieve score --bundle bundles/hdfs-raw ../shared/data/hdfs/raw/HDFS_5k.log
+      logsieve score --bundle bundles/bgl-adalog ../shared/data/bgl/raw/BGL_2k.log
     """
     from logsieve.bundle import open_bundle
     from logsieve.export.fastlogad import score_file
 
     bundle = open_bundle(bundle_path)
+    if bundle.detector == "adalog":
+        _score_lines(bundle, file, fmt or str(bundle.manifest.get("format") or "lines"), top,
+                     show_all)  # fmt: skip
+        return
     fmt = fmt or str(bundle.manifest.get("format", "hdfs"))
     n = flagged = 0
     for window, value, flag in score_file(
@@ -248,6 +358,23 @@ def score(
                 f"    {prob:5.2f}  {line}" + ("" if template == line else f"   [{template}]")
             )
     click.echo(f"{flagged} of {n} windows flagged", err=True)
+
+
+def _score_lines(bundle: Any, file: Path, fmt: str, top: int, show_all: bool) -> None:
+    from logsieve.export.adalog import read_line_texts, score_lines
+
+    texts, _labels = read_line_texts(file, fmt if fmt in ("bgl", "thunderbird") else "lines")
+    scores, evidence = score_lines(bundle, texts)
+    flagged = 0
+    for lineno, (text, value, ev) in enumerate(zip(texts, scores, evidence, strict=True), 1):
+        if value <= bundle.threshold:
+            if show_all:
+                click.echo(f"ok   line {lineno} score {value:.4f}")
+            continue
+        flagged += 1
+        click.echo(f"FLAG line {lineno}  score {value:.4f} > {bundle.threshold:.4f}  {text}")
+        click.echo("    " + "  ".join(f"{tok!r} {nll:.2f}" for tok, nll in ev.top(top)))
+    click.echo(f"{flagged} of {len(texts)} lines flagged", err=True)
 
 
 def _ts(t: float) -> str:

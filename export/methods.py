@@ -1,0 +1,396 @@
+"""The methods the accuracy harness compares, each behind one fit-and-score adapter.
+
+Every adapter gets the *same* :class:`~logsieve.export.prepare.Prepared` (one
+``prepare`` per dataset, shared by all methods and seeds), fits on its normal
+``train``/``validation`` windows only, chooses its threshold without labels, and scores
+``Prepared.test`` (one score per test window, aligned with ``test_labels``). What comes
+back is a :class:`Fitted`; the harness alone reads labels.
+
+ADALog is per line: it applies where the raw lines exist (``hdfs``, ``bgl``,
+``thunderbird``, ``lines`` read from a log file) and scores every line of a test window;
+the window is flagged when any line is above ADALog's line threshold (its score is the
+max over its lines). Its windows are rebuilt from the raw file by the same windowing and
+split code ``prepare`` runs, and checked window for window against the ``Prepared``
+(:func:`window_lines`). On pre-parsed window files it does not apply.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import torch
+
+from logsieve.bundle import Bundle
+from logsieve.errors import ConfigError, DataError
+from logsieve.logs.keys import KeyExtractor
+from logsieve.logs.vocab import UNK, pad_batch
+from logsieve.logs.windows import replay
+
+from .adalog import AdaLogConfig, TextConfig, read_line_texts, score_lines, train_adalog_bundle
+from .baselines import (
+    Baseline,
+    DeepLog,
+    DeepLogConfig,
+    IForest,
+    IForestConfig,
+    LogBERT,
+    LogBERTConfig,
+    score_chunked,
+)
+from .calibrate import score_sequences, threshold_from_normal
+from .datasets import Sequence, chronological_split
+from .fastlogad import score_windows
+from .formats import read_records
+from .model import ModelConfig
+from .prepare import Prepared, _block_labels
+from .train import TrainConfig, train
+
+__all__ = [
+    "LINE_DATASETS",
+    "METHODS",
+    "EvalOptions",
+    "Evidence",
+    "Fitted",
+    "Method",
+    "WindowLines",
+    "train_adalog_split",
+    "window_lines",
+]
+
+FloatArray = npt.NDArray[np.float64]
+LINE_DATASETS = ("hdfs", "bgl", "thunderbird", "lines")  # read from raw lines
+_LINE_LABELLED = ("bgl", "thunderbird")  # per-line labels: ADALog's own metric applies
+
+
+@dataclass(frozen=True)
+class EvalOptions:
+    """How the harness prepares data and sizes every method.
+
+    ``train_n``/``val_fraction``/``labels_path``/``pattern``: the split, as ``prepare``
+    takes them. ``tiny``: tiny models and one or two epochs (a smoke run that proves the
+    plumbing, not a result). ``epochs``: caps every method's epoch count. ``threads``:
+    torch intra-op threads while the harness runs (``None`` leaves them alone).
+    """
+
+    train_n: int | None = None
+    val_fraction: float = 0.1
+    labels_path: Path | None = None
+    pattern: str | None = None
+    tiny: bool = False
+    epochs: int | None = None
+    batch_size: int = 256
+    threads: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.epochs is not None and (not isinstance(self.epochs, int) or self.epochs < 1):
+            raise ConfigError("epochs", self.epochs, "an integer >= 1, or None")
+        if not isinstance(self.batch_size, int) or self.batch_size < 1:
+            raise ConfigError("batch_size", self.batch_size, "an integer >= 1")
+        if self.threads is not None and (not isinstance(self.threads, int) or self.threads < 1):
+            raise ConfigError("threads", self.threads, "an integer >= 1, or None")
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """Why one flagged test window was flagged: one value per line, lines labelled."""
+
+    method: str
+    window: int  # index into Prepared.test
+    key: str
+    score: float
+    threshold: float
+    labels: list[str]  # the line's template (FastLogAD) or text (ADALog)
+    values: list[float]
+    value_name: str
+    line_threshold: float | None = None  # when values are compared with one (ADALog)
+
+
+@dataclass
+class Fitted:
+    """One method fitted on one seed, scored on the test windows. No label is inside.
+
+    ``other_thresholds``: further label-free thresholds the method knows (DeepLog's
+    paper g). ``oracle_candidates``: set for baselines, whose oracle rows the harness
+    also reports. ``line_scores``/``line_labels``: ADALog on per-line labelled data.
+    """
+
+    scores: FloatArray
+    threshold: float
+    rule: str
+    fit_seconds: float
+    score_seconds: float
+    other_thresholds: dict[str, float] = field(default_factory=dict)
+    oracle_candidates: FloatArray | None = None
+    line_scores: FloatArray | None = None
+    line_labels: npt.NDArray[np.int64] | None = None
+    evidence: Callable[[int], Evidence] | None = None
+    notes: dict[str, Any] = field(default_factory=dict)
+
+
+FitScore = Callable[[Prepared, Path, int, EvalOptions], Fitted]
+
+
+@dataclass(frozen=True)
+class Method:
+    """A named detector: ``fit_score(data, data_path, seed, options)``."""
+
+    name: str
+    summary: str
+    fit_score: FitScore
+    raw_lines: bool = False  # needs the raw log lines (ADALog)
+
+    def not_applicable(self, dataset: str) -> str | None:
+        """Why this method cannot run on ``dataset`` (``None``: it can)."""
+        if self.raw_lines and dataset not in LINE_DATASETS:
+            return "n/a: needs raw lines"
+        return None
+
+
+def _epochs(opt: EvalOptions, default: int) -> int:
+    return opt.epochs if opt.epochs is not None else default
+
+
+# ---------------------------------------------------------------- FastLogAD
+
+
+def _fastlogad(generator: str) -> FitScore:
+    def fit_score(data: Prepared, _path: Path, seed: int, opt: EvalOptions) -> Fitted:
+        tiny = {"d_model": 32, "n_layers": 1, "n_heads": 2, "d_ff": 32} if opt.tiny else {}
+        model_cfg = ModelConfig(vocab_size=data.vocab.size, max_len=data.log_config.max_len, **tiny)
+        rtd, hst = (1, 2) if opt.tiny else (TrainConfig.rtd_epochs, TrainConfig.hst_epochs)
+        cfg = TrainConfig(
+            generator="mlm" if generator == "mlm" else "random",
+            seed=seed,
+            rtd_epochs=_epochs(opt, rtd),
+            hst_epochs=_epochs(opt, hst),
+            batch_size=64 if opt.tiny else TrainConfig.batch_size,
+        )
+        t0 = time.perf_counter()
+        result = train(data.train, data.validation, data.vocab.size, model_cfg, cfg, False)
+        model = result.model.cpu().eval()
+        val = score_sequences(model, data.validation or data.train, opt.batch_size)
+        threshold = threshold_from_normal(val, 0.99)
+        t1 = time.perf_counter()
+        scores = score_windows(model, data.test, opt.batch_size)
+        t2 = time.perf_counter()
+
+        def evidence(i: int) -> Evidence:
+            return _fastlogad_evidence(model, data, i, float(scores[i]), threshold)
+
+        return Fitted(scores, threshold, "q0.99 of normal validation", t1 - t0, t2 - t1,
+                      evidence=evidence, notes={"best_epoch": result.best_epoch})  # fmt: skip
+
+    return fit_score
+
+
+@torch.no_grad()
+def _fastlogad_evidence(
+    model: Any, data: Prepared, i: int, score: float, threshold: float
+) -> Evidence:
+    chunks = data.test[i]
+    ids, lengths = pad_batch(chunks)
+    _, probs = model.score(torch.from_numpy(ids), torch.from_numpy(lengths))
+    # Token j >= 1 of a chunk is the next event of the window (chunks are consecutive).
+    values = [float(p) for r, c in enumerate(chunks) for p in probs[r, 1 : len(c)]]
+    names = data.vocab.templates
+    labels = []
+    for token in (int(t) for c in chunks for t in c[1:]):
+        tid = data.vocab.template_id(token)
+        labels.append(
+            "[UNK]" if token == UNK or tid is None else (names[tid] if names else f"T{tid}")
+        )
+    key = data.test_keys[i] if i < len(data.test_keys) else str(i)
+    return Evidence("", i, key, score, threshold, labels, values, "replaced-token probability")
+
+
+# ---------------------------------------------------------------- baselines
+
+
+def _make_baseline(name: str, data: Prepared, seed: int, opt: EvalOptions) -> Baseline:
+    v = data.vocab.size
+    if name == "deeplog":
+        dl = DeepLogConfig(v, seed=seed, epochs=_epochs(opt, 3 if opt.tiny else 300))
+        return DeepLog(replace(dl, embed_dim=16, hidden=32, batch_size=512) if opt.tiny else dl)
+    if name == "logbert":
+        # The paper's settings: HDFS mask 0.65 / g 6; BGL and Thunderbird 0.5 / 15.
+        hdfs = data.dataset.startswith("hdfs")
+        lb = LogBERTConfig(
+            v,
+            max_len=data.log_config.max_len,
+            mask_ratio=0.65 if hdfs else 0.5,
+            g=6 if hdfs else 15,
+            seed=seed,
+            epochs=_epochs(opt, 2 if opt.tiny else 200),
+        )
+        tiny = replace(lb, d_model=32, n_layers=1, n_heads=2, d_ff=64) if opt.tiny else lb
+        return LogBERT(tiny)
+    if name == "iforest":
+        return IForest(IForestConfig(v, n_estimators=20 if opt.tiny else 100, seed=seed))
+    raise ConfigError("method", name, "deeplog, logbert or iforest")
+
+
+def _baseline(name: str) -> FitScore:
+    def fit_score(data: Prepared, _path: Path, seed: int, opt: EvalOptions) -> Fitted:
+        b = _make_baseline(name, data, seed, opt)
+        t0 = time.perf_counter()
+        b.fit(data.train, data.validation)
+        t1 = time.perf_counter()
+        scores = score_chunked(b, data.test)
+        t2 = time.perf_counter()
+        others = {k: v for k, v in b.thresholds.items() if k != b.threshold_rule}
+        return Fitted(scores, b.threshold, b.threshold_rule, t1 - t0, t2 - t1, others,
+                      oracle_candidates=b.threshold_candidates(scores))  # fmt: skip
+
+    return fit_score
+
+
+# ---------------------------------------------------------------- ADALog
+
+
+@dataclass(frozen=True)
+class WindowLines:
+    """The line indices (into the raw file) of every window of a raw-line ``Prepared``."""
+
+    train: list[list[int]]
+    validation: list[list[int]]
+    test: list[list[int]]
+    n_records: int
+
+
+def window_lines(data: Prepared, path: Path, opt: EvalOptions) -> WindowLines:
+    """Rebuild ``data``'s windows as line indices, with the code ``prepare`` splits by.
+
+    Raises :class:`DataError` if the rebuilt split differs from ``data`` in any window
+    count or test label (then ADALog would not be judged on the same windows).
+    """
+    if data.dataset not in LINE_DATASETS:
+        raise DataError(f"{data.dataset}: pre-parsed windows have no raw lines")
+    records = list(read_records(path, data.dataset, pattern=opt.pattern))
+    config = data.log_config.windows
+    keys = KeyExtractor(config)
+    windows = list(replay(config, ((r.time, keys.keys(r), i) for i, r in enumerate(records))))
+    blocks = _block_labels(path, opt.labels_path) if data.dataset == "hdfs" else None
+    seqs = []
+    for i, w in enumerate(windows):
+        if blocks is not None:
+            label: int | None = blocks.get(w.key)
+        else:
+            marks = [records[j].label for j in w.items]
+            label = int(any(marks)) if any(m is not None for m in marks) else None
+        seqs.append(Sequence([], label, None, w.start, str(i)))
+    split_args = data.summary.get("split", {})
+    split = chronological_split(
+        seqs, train_n=split_args.get("train_n"), val_fraction=split_args.get("val_fraction", 0.1)
+    )
+    got = (len(split.train), len(split.validation), len(split.test))
+    want = tuple(
+        data.summary.get(k) for k in ("train_windows", "validation_windows", "test_windows")
+    )
+    labels = np.array([int(bool(s.label)) for s in split.test], dtype=np.int64)
+    if got != want or not np.array_equal(labels, data.test_labels):
+        raise DataError(f"{path}: rebuilt windows {got} differ from the prepared split {want}")
+
+    def lines(items: list[Sequence]) -> list[list[int]]:
+        return [list(windows[int(s.key)].items) for s in items]
+
+    return WindowLines(lines(split.train), lines(split.validation), lines(split.test), len(records))
+
+
+@dataclass(frozen=True)
+class _AdaLogSplit:
+    """ADALog's view of a raw-line split: line texts and the line indices of each part."""
+
+    windows: WindowLines
+    texts: list[str]
+    line_labels: npt.NDArray[np.int64]
+    view: str  # the read_line_texts format
+    train: list[int]
+    validation: list[int]
+
+
+def _adalog_split(data: Prepared, path: Path, opt: EvalOptions) -> _AdaLogSplit:
+    wl = window_lines(data, path, opt)
+    view = data.dataset if data.dataset in _LINE_LABELLED else "lines"
+    texts, line_labels = read_line_texts(path, view)
+    if len(texts) != wl.n_records:
+        raise DataError(f"{path}: ADALog's line view and the windowed records differ in length")
+    train_idx = sorted({j for w in wl.train for j in w})
+    val_all = {j for w in wl.validation for j in w}
+    # Sliding windows overlap: calibrate on validation lines training did not see.
+    val_idx = sorted(val_all - set(train_idx)) or sorted(val_all)
+    return _AdaLogSplit(wl, texts, line_labels, view, train_idx, val_idx)
+
+
+def train_adalog_split(
+    data: Prepared,
+    path: Path,
+    out: Path,
+    cfg: AdaLogConfig,
+    text_cfg: TextConfig | None = None,
+    options: EvalOptions | None = None,
+) -> Bundle:
+    """Train an ADALog bundle on the lines of ``data``'s normal training windows and
+    calibrate on its validation windows' lines: FastLogAD's split, read as lines."""
+    sp = _adalog_split(data, Path(path), options or EvalOptions())
+    return train_adalog_bundle(
+        [sp.texts[j] for j in sp.train], [sp.texts[j] for j in sp.validation], Path(out), cfg,
+        text_cfg=text_cfg, fmt=sp.view,
+    )  # fmt: skip
+
+
+def _adalog(data: Prepared, path: Path, seed: int, opt: EvalOptions) -> Fitted:
+    sp = _adalog_split(data, path, opt)
+    wl, texts = sp.windows, sp.texts
+    test_idx = sorted({j for w in wl.test for j in w})
+    cfg = AdaLogConfig(seed=seed, epochs=_epochs(opt, 1 if opt.tiny else 10))
+    if opt.tiny:
+        cfg = replace(cfg, d_model=32, n_layers=1, n_heads=2, d_ff=64, max_len=32)
+    text_cfg = TextConfig(vocab_size=200) if opt.tiny else TextConfig()
+    with tempfile.TemporaryDirectory(prefix="adalog-") as tmp:
+        t0 = time.perf_counter()
+        bundle = train_adalog_split(data, path, Path(tmp) / "b", cfg, text_cfg, opt)
+        t1 = time.perf_counter()
+        line_scores, _ = score_lines(
+            bundle, [texts[j] for j in test_idx], batch_size=opt.batch_size
+        )
+        t2 = time.perf_counter()
+    by_line = dict(zip(test_idx, line_scores.tolist(), strict=True))
+    scores = np.array([max(by_line[j] for j in w) if w else -np.inf for w in wl.test])
+    threshold = bundle.threshold
+
+    def evidence(i: int) -> Evidence:
+        lines = wl.test[i]
+        key = data.test_keys[i] if i < len(data.test_keys) else str(i)
+        return Evidence("", i, key, float(scores[i]), threshold, [texts[j] for j in lines],
+                        [by_line[j] for j in lines], "line score (mean token NLL, nats)",
+                        line_threshold=threshold)  # fmt: skip
+
+    labelled = data.dataset in _LINE_LABELLED
+    return Fitted(
+        scores, threshold, f"q{cfg.quantile} of normal validation lines", t1 - t0, t2 - t1,
+        line_scores=line_scores if labelled else None,
+        line_labels=sp.line_labels[test_idx] if labelled else None,
+        evidence=evidence,
+        notes={"n_train_lines": len(sp.train), "n_test_lines": len(test_idx),
+               "ms_per_line": 1000.0 * (t2 - t1) / max(len(test_idx), 1)},
+    )  # fmt: skip
+
+
+METHODS: dict[str, Method] = {
+    m.name: m
+    for m in (
+        Method("fastlogad-mlm", "FastLogAD, MLM generator", _fastlogad("mlm")),
+        Method("fastlogad-random", "FastLogAD, random generator", _fastlogad("random")),
+        Method("adalog", "ADALog, per line (window = max line)", _adalog, raw_lines=True),
+        Method("deeplog", "DeepLog (LSTM next key, top-g)", _baseline("deeplog")),
+        Method("logbert", "LogBERT (masked keys + hypersphere)", _baseline("logbert")),
+        Method("iforest", "Drain + IsolationForest on counts", _baseline("iforest")),
+    )
+}
