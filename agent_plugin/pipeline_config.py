@@ -8,12 +8,11 @@ the model was trained and calibrated on. Loaded once at the CLI edge from the
 
 from __future__ import annotations
 
-import dataclasses
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from logsieve.config import not_finite_number, not_int, reject_unknown
 from logsieve.errors import ConfigError
 
 from .flags import DEFAULT_FLAG_TAG
@@ -96,20 +95,20 @@ class PipelineConfig:
         if self.backend not in _BACKENDS:
             raise ConfigError(f"{_SECTION}.backend", self.backend, f"one of {', '.join(_BACKENDS)}")
         if self.engine_threads is not None and (
-            _bad_int(self.engine_threads) or self.engine_threads < 1
+            not_int(self.engine_threads) or self.engine_threads < 1
         ):
             raise ConfigError(f"{_SECTION}.engine_threads", self.engine_threads, "an integer >= 1")
         for name, low in (("batch_size", 1), ("queue_size", 1), ("top_k", 0)):
             value = getattr(self, name)
-            if _bad_int(value) or value < low:
+            if not_int(value) or value < low:
                 raise ConfigError(f"{_SECTION}.{name}", value, f"an integer >= {low}")
         for name in ("max_wait_ms", "advance_interval"):
             value = getattr(self, name)
-            if _bad_float(value) or value < 0:
+            if not_finite_number(value) or value < 0:
                 raise ConfigError(f"{_SECTION}.{name}", value, "a number >= 0")
         for name in ("drain_timeout", "flush_timeout"):
             value = getattr(self, name)
-            if _bad_float(value) or value <= 0:
+            if not_finite_number(value) or value <= 0:
                 raise ConfigError(f"{_SECTION}.{name}", value, "a positive number of seconds")
         for name in ("every_verdict", "pass_through"):
             if not isinstance(getattr(self, name), bool):
@@ -126,23 +125,5 @@ class PipelineConfig:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> PipelineConfig:
         """Build from a TOML table; unknown keys are a :class:`ConfigError`."""
-        if not isinstance(data, Mapping):
-            raise ConfigError(_SECTION, data, "a table of settings")
-        known = {f.name for f in dataclasses.fields(cls)}
-        for key in data:
-            if key not in known:
-                allowed = f"a known setting ({', '.join(sorted(known))})"
-                raise ConfigError(f"{_SECTION}.{key}", data[key], allowed)
+        reject_unknown(_SECTION, data, cls)
         return cls(**dict(data))
-
-
-def _bad_int(value: object) -> bool:
-    return isinstance(value, bool) or not isinstance(value, int)
-
-
-def _bad_float(value: object) -> bool:
-    return (
-        isinstance(value, bool)
-        or not isinstance(value, (int, float))
-        or not math.isfinite(float(value))
-    )

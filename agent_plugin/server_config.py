@@ -8,7 +8,6 @@ tables allowed).
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -16,6 +15,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+from logsieve.config import reject_unknown
 from logsieve.errors import ConfigError
 
 from .forward import ForwardLimits, SecurityConfig
@@ -166,20 +166,10 @@ class ServerConfig:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ServerConfig:
         """Build from a plain table; unknown keys (here or in ``limits``) are errors."""
-        _reject_unknown(_SECTION, data, cls)
+        reject_unknown(_SECTION, data, cls)
         kwargs = dict(data)
         limits = kwargs.get("limits")
         if isinstance(limits, Mapping):
-            _reject_unknown(f"{_SECTION}.limits", limits, ForwardLimits)
+            reject_unknown(f"{_SECTION}.limits", limits, ForwardLimits)
             kwargs["limits"] = ForwardLimits(**limits)
         return cls(**kwargs)
-
-
-def _reject_unknown(section: str, data: Mapping[str, Any], cls: type) -> None:
-    if not isinstance(data, Mapping):
-        raise ConfigError(section, data, "a table of settings")
-    known = {f.name for f in dataclasses.fields(cls)}
-    for key in data:
-        if key not in known:
-            allowed = f"a known setting ({', '.join(sorted(known))})"
-            raise ConfigError(f"{section}.{key}", data[key], allowed)

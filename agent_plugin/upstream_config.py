@@ -9,13 +9,13 @@ what is allowed; ``from_dict`` also rejects unknown keys (typos).
 from __future__ import annotations
 
 import dataclasses
-import math
 import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from logsieve.config import not_finite_number, not_int, reject_unknown
 from logsieve.errors import ConfigError
 
 __all__ = ["OverflowPolicy", "UpstreamConfig", "UpstreamMode"]
@@ -95,7 +95,7 @@ class UpstreamConfig:
     def __post_init__(self) -> None:
         if not isinstance(self.host, str) or not self.host:
             raise ConfigError("upstream.host", self.host, "a non-empty host name or address")
-        if _bad_int(self.port) or not 1 <= self.port <= 65535:
+        if not_int(self.port) or not 1 <= self.port <= 65535:
             raise ConfigError("upstream.port", self.port, "an integer in 1..65535")
         for name in ("tls", "tls_verify", "require_ack"):
             if not isinstance(getattr(self, name), bool):
@@ -126,13 +126,13 @@ class UpstreamConfig:
             raise ConfigError("upstream.username", self.username, "only with a shared_key")
         for name in ("ack_timeout", "connect_timeout", "flush_interval", "backoff_initial"):
             value = getattr(self, name)
-            if _bad_float(value) or value <= 0:
+            if not_finite_number(value) or value <= 0:
                 raise ConfigError(f"upstream.{name}", value, "a positive number of seconds")
-        if _bad_float(self.backoff_max) or self.backoff_max < self.backoff_initial:
+        if not_finite_number(self.backoff_max) or self.backoff_max < self.backoff_initial:
             raise ConfigError("upstream.backoff_max", self.backoff_max, ">= backoff_initial")
-        if _bad_int(self.max_batch_records) or self.max_batch_records < 1:
+        if not_int(self.max_batch_records) or self.max_batch_records < 1:
             raise ConfigError("upstream.max_batch_records", self.max_batch_records, ">= 1")
-        if _bad_int(self.max_batch_bytes) or not 1024 <= self.max_batch_bytes <= (
+        if not_int(self.max_batch_bytes) or not 1024 <= self.max_batch_bytes <= (
             _RECEIVER_FRAME_LIMIT // 2
         ):
             raise ConfigError(
@@ -142,7 +142,7 @@ class UpstreamConfig:
             )
         if self.mode not in ("forward", "packed"):
             raise ConfigError("upstream.mode", self.mode, "'forward' or 'packed'")
-        if _bad_int(self.memory_buffer_records) or (
+        if not_int(self.memory_buffer_records) or (
             self.memory_buffer_records < self.max_batch_records
         ):
             raise ConfigError(
@@ -150,7 +150,7 @@ class UpstreamConfig:
                 self.memory_buffer_records,
                 f">= max_batch_records ({self.max_batch_records})",
             )
-        if _bad_int(self.spool_max_bytes) or self.spool_max_bytes < self.max_batch_bytes:
+        if not_int(self.spool_max_bytes) or self.spool_max_bytes < self.max_batch_bytes:
             raise ConfigError(
                 "upstream.spool_max_bytes",
                 self.spool_max_bytes,
@@ -167,24 +167,5 @@ class UpstreamConfig:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> UpstreamConfig:
         """Build from a TOML/JSON table; unknown keys are a :class:`ConfigError`."""
-        if not isinstance(data, Mapping):
-            raise ConfigError("upstream", data, "a table of settings")
-        known = {f.name for f in dataclasses.fields(cls)}
-        for key in data:
-            if key not in known:
-                allowed = f"a known setting ({', '.join(sorted(known))})"
-                raise ConfigError(f"upstream.{key}", data[key], allowed)
+        reject_unknown("upstream", data, cls)
         return cls(**dict(data))
-
-
-def _bad_int(value: object) -> bool:
-    # bool is an int subclass; `true` as a count is a typo.
-    return isinstance(value, bool) or not isinstance(value, int)
-
-
-def _bad_float(value: object) -> bool:
-    return (
-        isinstance(value, bool)
-        or not isinstance(value, (int, float))
-        or not math.isfinite(float(value))
-    )

@@ -33,6 +33,9 @@ __all__ = [
     "TemplateConfig",
     "WindowConfig",
     "load_log_config",
+    "not_finite_number",
+    "not_int",
+    "reject_unknown",
 ]
 
 WindowKind = Literal["session", "sliding"]
@@ -160,7 +163,7 @@ class MaskingConfig:
     def from_dict(cls, data: Mapping[str, Any]) -> MaskingConfig:
         """Inverse of :meth:`to_dict`; a missing key takes its default, an unknown key or
         a malformed rule is a :class:`ConfigError`."""
-        _reject_unknown("masking", data, cls)
+        reject_unknown("masking", data, cls)
         kwargs: dict[str, Any] = {}
         if data.get("rules") is not None:
             rules = data["rules"]
@@ -308,7 +311,7 @@ class LogConfig:
     def from_dict(cls, data: Mapping[str, Any]) -> LogConfig:
         """Inverse of :meth:`to_dict`; unknown keys are a :class:`ConfigError`."""
         data = dict(data)
-        _reject_unknown("log", data, cls)
+        reject_unknown("log", data, cls)
         masking = data.pop("masking", None)
         templates = data.pop("templates", None)
         windows = data.pop("windows", None)
@@ -316,20 +319,22 @@ class LogConfig:
         if masking is not None:
             kwargs["masking"] = MaskingConfig.from_dict(masking)
         if templates is not None:
-            _reject_unknown("templates", templates, TemplateConfig)
+            reject_unknown("templates", templates, TemplateConfig)
             t = dict(templates)
             if "extra_delimiters" in t:
                 t["extra_delimiters"] = tuple(t["extra_delimiters"])
             kwargs["templates"] = TemplateConfig(**t)
         if windows is not None:
-            _reject_unknown("windows", windows, WindowConfig)
+            reject_unknown("windows", windows, WindowConfig)
             kwargs["windows"] = WindowConfig(**windows)
         if "text_fields" in data:
             data["text_fields"] = tuple(data["text_fields"])
         return cls(**data, **kwargs)
 
 
-def _reject_unknown(section: str, data: Mapping[str, Any], cls: type) -> None:
+def reject_unknown(section: str, data: Mapping[str, Any], cls: type) -> None:
+    """:class:`ConfigError` unless ``data`` is a table whose keys are fields of ``cls``
+    (every ``from_dict`` of a config dataclass checks its table with this)."""
     if not isinstance(data, Mapping):
         raise ConfigError(section, data, "a table of settings")
     known = {f.name for f in dataclasses.fields(cls)}
@@ -337,6 +342,20 @@ def _reject_unknown(section: str, data: Mapping[str, Any], cls: type) -> None:
         if key not in known:
             allowed = f"a known setting ({', '.join(sorted(known))})"
             raise ConfigError(f"{section}.{key}", data[key], allowed)
+
+
+def not_int(value: object) -> bool:
+    """True unless ``value`` is an int (``bool`` is not: ``true`` as a count is a typo)."""
+    return isinstance(value, bool) or not isinstance(value, int)
+
+
+def not_finite_number(value: object) -> bool:
+    """True unless ``value`` is a finite int or float (not a ``bool``)."""
+    return (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not math.isfinite(float(value))
+    )
 
 
 def _jsonable(obj: Any) -> Any:
