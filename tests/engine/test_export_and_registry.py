@@ -15,7 +15,7 @@ from click.testing import CliRunner
 
 from logsieve.bundle import open_bundle
 from logsieve.cli import main
-from logsieve.engine import load_engine
+from logsieve.engine import build_engine, load_engine
 from logsieve.errors import BackendUnavailable, BundleError, ConfigError
 
 from .conftest import Exported
@@ -53,9 +53,18 @@ def test_corrupt_onnx_is_a_bundle_error(exported: Exported, tmp_path: Path) -> N
         load_engine(copy, "onnxruntime")
 
 
-def test_auto_on_cpu_picks_onnxruntime(exported: Exported) -> None:
-    engine = load_engine(exported.bundle.path, "auto")
+def test_auto_on_cpu_picks_onnxruntime_then_a_built_aoti_package(
+    exported: Exported, tmp_path: Path
+) -> None:
+    bare = _copy_without(exported.bundle.path, tmp_path / "bare", ("engines/",))
+    engine = load_engine(bare, "auto")
     assert engine.info.backend == "onnxruntime" and engine.info.device == "cpu"
+    build_engine(bare, "onnxruntime", precision="int8")
+    assert load_engine(bare, "auto").info.precision == "fp32"  # int8 is opt-in only
+    aoti = "engines/aoti-" in "".join(open_bundle(exported.bundle.path).manifest["files"])
+    if not aoti:
+        build_engine(exported.bundle.path, "aoti", device="cpu")
+    assert load_engine(exported.bundle.path, "auto").info.backend == "aoti"
 
 
 def _copy_without(src: Path, dst: Path, drop: tuple[str, ...]) -> Path:
@@ -106,14 +115,15 @@ def test_tensorrt_absent_is_backend_unavailable(exported: Exported) -> None:
     assert result.exit_code == 1 and "TensorRT is not importable" in result.output
 
 
-def test_onnxruntime_serving_path_never_imports_torch(exported: Exported) -> None:
+def test_onnxruntime_serving_path_never_imports_torch(exported: Exported, tmp_path: Path) -> None:
+    bare = _copy_without(exported.bundle.path, tmp_path / "bare", ("engines/",))
     code = textwrap.dedent(
         f"""
         import sys
         import numpy as np
         from logsieve.bundle import open_bundle
         from logsieve.engine import load_engine, score_windows
-        engine = load_engine(open_bundle({str(exported.bundle.path)!r}), "auto")
+        engine = load_engine(open_bundle({str(bare)!r}), "auto")
         scores, _ = score_windows(engine, [np.array([1, 4, 5], dtype=np.int64)])
         assert engine.info.backend == "onnxruntime", engine.info
         bad = sorted(m for m in sys.modules if m == "torch" or m.startswith("torch."))
