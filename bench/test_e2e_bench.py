@@ -28,7 +28,8 @@ Three runs, one bundle:
    ``engine_seconds`` histogram instead.
 
 Targets (issue 5): >= 30k records/s sustained, p99 <= 250 ms at half that rate. They
-are printed, not asserted, unless ``LOGSIEVE_BENCH_ENFORCE=1``.
+are printed and asserted (a miss fails with the measured figure, like the engine
+benchmark's target); ``LOGSIEVE_BENCH_ENFORCE=0`` only prints them.
 """
 
 from __future__ import annotations
@@ -58,7 +59,7 @@ LOADGEN = Path(__file__).with_name("loadgen.py")
 CHUNK = int(os.environ.get("LOGSIEVE_BENCH_CHUNK", "500"))
 CONNECTIONS = int(os.environ.get("LOGSIEVE_BENCH_CONNECTIONS", "2"))
 DURATION = float(os.environ.get("LOGSIEVE_BENCH_DURATION", "10"))
-ENFORCE = os.environ.get("LOGSIEVE_BENCH_ENFORCE") == "1"
+ENFORCE = os.environ.get("LOGSIEVE_BENCH_ENFORCE", "1") != "0"
 TARGET_RATE, TARGET_P99 = 30_000.0, 0.250
 
 # Where cProfile's per-function self time is attributed, by source path.
