@@ -167,16 +167,16 @@ class StreamingPipeline:
         if self._state != "running":
             raise PipelineClosedError(f"pipeline is {self._state}; batch refused")
         m = self.metrics
+        no_text = 0
         for rec in batch.records:
             text = self._text(rec.record)
             if text is None:
-                m.records.labels(outcome="no_text").inc()
+                no_text += 1
                 if self.config.pass_through:
                     await self._pass(rec, None)
                 continue
-            m.records.labels(outcome="windowed").inc()
             record = LogRecord(time=rec.time, host=self._host(rec.record), text=text)
-            event, keys, closed = self._feed(record, rec.record)
+            event, keys, closed = self.lines.feed_event(record, rec.record)
             if event.unknown:
                 m.unknown_lines.inc()
             if rec.time is not None and (self._max_time is None or rec.time > self._max_time):
@@ -188,17 +188,9 @@ class StreamingPipeline:
                     await self._pass(rec, None)
             for window in closed:
                 await self._enqueue(window)
-
-    def _feed(
-        self, record: LogRecord, fields: Mapping[str, Any]
-    ) -> tuple[Event, tuple[str, ...], list[Window[Event]]]:
-        # LinePipeline.feed, step by step: pass-through needs the Event object it makes
-        # (to find the record again when the window closes). The train/serve parity
-        # test holds this to the offline path.
-        lines = self.lines
-        keys = lines.keys.keys(record, fields)
-        event = Event(record.time, lines.matcher.match(record.text), record.text)
-        return event, keys, lines.windower.add(record.time, keys, event)
+        # Counted once per frame: a labelled lookup per record cost 6% of a loaded run.
+        m.records.labels(outcome="no_text").inc(no_text)
+        m.records.labels(outcome="windowed").inc(len(batch.records) - no_text)
 
     def _text(self, record: Mapping[Any, Any]) -> str | None:
         for name in self.text_fields:

@@ -52,9 +52,16 @@ class LinePipeline:
         self, record: LogRecord, fields: Mapping[str, Any] | None = None
     ) -> list[Window[Event]]:
         """Add one record; returns the windows its arrival closed."""
+        return self.feed_event(record, fields)[2]
+
+    def feed_event(
+        self, record: LogRecord, fields: Mapping[str, Any] | None = None
+    ) -> tuple[Event, tuple[str, ...], list[Window[Event]]]:
+        """:meth:`feed`, also returning the record's :class:`Event` and its window keys
+        (the server uses them to find a record again when its window closes)."""
         keys = self.keys.keys(record, fields)
         event = Event(record.time, self.matcher.match(record.text), record.text)
-        return self.windower.add(record.time, keys, event)
+        return event, keys, self.windower.add(record.time, keys, event)
 
     def advance(self, watermark: float) -> list[Window[Event]]:
         """Close what an event at ``watermark`` would close (clock-driven flushing)."""
