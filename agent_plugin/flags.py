@@ -123,9 +123,13 @@ def build_flag(
     if top_k < 0:
         raise ValueError(f"top_k={top_k}: must be >= 0")
     verdict = verdict_of(window, model_id)
-    # Highest probability first; ties keep window order (earlier line first).
+    # Lines no training template matched first (the detector has never seen them: the
+    # clearest "why"), then the highest replaced-token probability; ties keep window
+    # order. The same order as offline scoring (logsieve score).
     top = heapq.nsmallest(
-        top_k, range(len(window.lines)), key=lambda i: (-float(window.token_probs[i]), i)
+        top_k,
+        range(len(window.lines)),
+        key=lambda i: (window.template_ids[i] >= 0, -float(window.token_probs[i]), i),
     )
     evidence = [
         {

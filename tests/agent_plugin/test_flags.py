@@ -134,3 +134,11 @@ def test_negative_top_k_is_rejected() -> None:
         FlagBuilder("m", "d", top_k=-1)
     with pytest.raises(ValueError, match="top_k"):
         build_flag(window(), model_id="m", detector="d", top_k=-1)
+
+
+def test_unseen_lines_lead_the_evidence() -> None:
+    # The line no training template matched (-1) explains the flag best, even with a
+    # lower replaced-token probability than a known line.
+    w = window(template_ids=[3, -1, 42, 9], token_probs=[0.10, 0.20, 0.95, 0.40])
+    rec = build_flag(w, model_id="m", detector="fastlogad", top_k=2)
+    assert [e["template_id"] for e in rec["evidence"]] == [-1, 42]
