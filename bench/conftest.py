@@ -49,6 +49,8 @@ def engine_results() -> dict[str, dict[str, float]]:
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if BASELINES:
+        _baseline_section(terminalreporter)
     if ENGINES:
         terminalreporter.section("engine throughput (windows/s, ratio to torch eager fp32)")
         for name in sorted(ENGINES):
@@ -68,4 +70,39 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         terminalreporter.write_line(
             f"{name:40s} mean {row['lines_per_s']:>12,.0f}   best {row['lines_per_s_best']:>12,.0f}"
             f"   ({row['lines']:.0f} lines){extra}"
+        )
+
+
+# Latency versus baselines (issue 6): "b<batch> <method>" -> {"ms_per_item", "items_per_s",
+# "items", "unit" ("window"; "line" for ADALog), "mean_tokens", "runs_on"}.
+BASELINES: dict[str, dict[str, float | str]] = {}
+BASELINE_REFERENCE = "fastlogad-auto"  # FastLogAD through load_engine(bundle, "auto")
+
+
+@pytest.fixture(scope="session")
+def baseline_results() -> dict[str, dict[str, float | str]]:
+    """Registry of per-method latency, keyed ``"b<batch> <method>"``, for one run."""
+    return BASELINES
+
+
+def _baseline_section(terminalreporter: pytest.TerminalReporter) -> None:
+    terminalreporter.section(
+        "latency versus baselines (ratio = ms per item / FastLogAD fastest engine ms per "
+        "window, same batch)"
+    )
+
+    def order(key: str) -> tuple[int, str]:
+        batch, method = key.split(" ", 1)
+        return int(batch[1:]), method
+
+    for name in sorted(BASELINES, key=order):
+        row = BASELINES[name]
+        ref = BASELINES.get(f"{name.split(' ', 1)[0]} {BASELINE_REFERENCE}")
+        ms = float(row["ms_per_item"])
+        ratio = f"{ms / float(ref['ms_per_item']):.2f}x" if ref else "-"
+        unit = str(row["unit"])
+        terminalreporter.write_line(
+            f"{name:26s} {ms:9.3f} ms/{unit:6s} {float(row['items_per_s']):>10,.0f} {unit}s/s "
+            f"{ratio:>8s}  ({row['runs_on']}, {float(row['items']):.0f} {unit}s, "
+            f"mean {float(row['mean_tokens']):.0f} tokens)"
         )
