@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -139,16 +140,44 @@ def test_engine(
     benchmark.extra_info.update(engine_results[f"{kind} b{batch} {backend}-{precision}"])
 
 
-def test_best_compiled_cpu_speedup(engine_results: dict[str, dict[str, float]]) -> None:
-    """The issue's target, from the figures above (same run)."""
-    key = "hdfs b256 {}"
-    if key.format("torch-eager-fp32") not in engine_results:
-        pytest.skip("run with the engine benchmarks (they fill the figures)")
-    ref = engine_results[key.format("torch-eager-fp32")]["windows_per_s"]
-    compiled = {
-        name: engine_results[key.format(name)]["windows_per_s"] / ref
-        for name in ("onnxruntime-fp32", "onnxruntime-int8", "aoti-fp32")
-        if key.format(name) in engine_results
+def test_best_compiled_cpu_speedup(
+    bench_bundle: Bundle, windows: dict[str, list[np.ndarray]]
+) -> None:
+    """The issue's target: the best compiled CPU backend >= 2x torch eager fp32 at batch
+    256 on HDFS windows. Measured here with **interleaved** rounds (eager, then each
+    backend, repeated) and the median of per-round ratios, so load that drifts during a
+    run (other jobs on a shared machine) cancels out; the per-test figures above are
+    taken minutes apart and their ratios can be off by 2x on a loaded machine."""
+    ws = windows["hdfs"][: N_WINDOWS[256]]
+    runners = {
+        name: _runner(bench_bundle, backend, precision)
+        for name, (backend, precision) in {
+            "torch-eager-fp32": ("torch-eager", "fp32"),
+            "onnxruntime-fp32": ("onnxruntime", "fp32"),
+            "onnxruntime-int8": ("onnxruntime", "int8"),
+            "aoti-fp32": ("aoti", "fp32"),
+        }.items()
     }
-    best = max(compiled, key=lambda k: compiled[k])
-    assert compiled[best] >= 2.0, f"best compiled CPU backend {best}: {compiled[best]:.2f}x eager"
+    for run in runners.values():
+        run(ws, 256)  # warm-up
+    ratios: dict[str, list[float]] = {name: [] for name in runners if name != "torch-eager-fp32"}
+    for _ in range(ROUNDS_INTERLEAVED):
+        eager = _timed(runners["torch-eager-fp32"], ws)
+        for name in ratios:
+            ratios[name].append(eager / _timed(runners[name], ws))
+    median = {name: float(np.median(r)) for name, r in ratios.items()}
+    print("\ninterleaved speed-up over torch eager, hdfs batch 256 (median of "
+          f"{ROUNDS_INTERLEAVED} rounds): "
+          + ", ".join(f"{k} {v:.2f}x ({min(ratios[k]):.2f}-{max(ratios[k]):.2f})"
+                      for k, v in median.items()))  # fmt: skip
+    best = max(median, key=lambda k: median[k])
+    assert median[best] >= 2.0, f"best compiled CPU backend {best}: {median[best]:.2f}x eager"
+
+
+ROUNDS_INTERLEAVED = 5
+
+
+def _timed(run: Callable[..., Any], ws: list[np.ndarray]) -> float:
+    t0 = time.perf_counter()
+    run(ws, 256)
+    return time.perf_counter() - t0

@@ -7,8 +7,9 @@ measurements in ``bench/RESULTS.md``):
    (the plan is built on first use and cached in the bundle's ``engines/``);
 2. ``aoti`` on the GPU, fp16 then fp32, when such a package was built for this GPU;
 3. ``torch`` on the GPU (the exported program, eager), when a CUDA GPU is present;
-4. ``aoti`` fp32 on the CPU, when a package was built for this CPU (measured 2.8x the
-   eager model at batch 256 on HDFS windows, ONNX Runtime fp32 1.5x);
+4. ``aoti`` fp32 on the CPU, when a package was built for this CPU (interleaved
+   measurement at batch 256 on HDFS windows: 1.05x the eager model, ONNX Runtime fp32
+   0.89x; at batch 1 both are 5-6x);
 5. ``onnxruntime`` fp32 on the CPU, when the bundle has ``model.onnx``;
 6. ``torch`` fp32 on the CPU.
 
