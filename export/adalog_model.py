@@ -31,7 +31,7 @@ from torch import Tensor, nn
 from logsieve.errors import BundleError, ConfigError
 
 from .adalog_text import MASK, pad_ids
-from .model import Encoder, ModelConfig, _init_weights, load_checkpoint
+from .model import Encoder, ModelConfig, load_checkpoint, mlm_head
 
 __all__ = [
     "AdaLogBert",
@@ -99,14 +99,7 @@ class AdaLogBert(nn.Module):
         self.cfg = cfg
         self.n_patterns = n_patterns
         self.encoder = Encoder(cfg)
-        self.head = nn.Sequential(
-            nn.LayerNorm(cfg.d_model),
-            nn.Linear(cfg.d_model, cfg.d_model),
-            nn.GELU(),
-            nn.LayerNorm(cfg.d_model),
-            nn.Linear(cfg.d_model, cfg.vocab_size),
-        )
-        self.head.apply(_init_weights)
+        self.head = mlm_head(cfg)
 
     @property
     def model_args(self) -> dict[str, Any]:

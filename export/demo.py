@@ -9,7 +9,6 @@ was injected against what was flagged.
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
@@ -17,14 +16,14 @@ from pathlib import Path
 from logsieve.bundle import Bundle, open_bundle
 from logsieve.errors import BundleError
 
-from .fastlogad import score_file, train_bundle
+from .fastlogad import train_bundle
 from .model import ModelConfig
 from .prepare import prepare
 from .program import export_bundle
-from .synth import ANOMALY_KINDS, generate_hdfs, write_synth
+from .synth import generate_hdfs, write_synth
 from .train import TrainConfig
 
-__all__ = ["demo_bundle", "run_demo"]
+__all__ = ["demo_bundle"]
 
 # Bump when the demo's data or model settings change, so stale caches are not reused.
 DEMO_VERSION = 2  # 2: bundles carry program.pt2 and model.onnx
@@ -55,51 +54,3 @@ def demo_bundle(cache: Path, echo: Callable[[str], object], *, seed: int = 0) ->
         f"{result.timings.get('total', 0.0):.0f}s; threshold {bundle.threshold:.4f}"
     )
     return bundle
-
-
-def run_demo(
-    echo: Callable[[str], object],
-    *,
-    cache: Path = Path(".cache"),
-    seed: int = 0,
-    test_blocks: int = 200,
-    anomaly_rate: float = 0.1,
-    evidence: int = 3,
-) -> dict[str, int]:
-    """Run the demo, printing through ``echo``; returns the counts it reports."""
-    bundle = demo_bundle(cache, echo, seed=seed)
-    from logsieve.engine import load_engine
-
-    engine = load_engine(bundle, "auto")
-    echo(f"engine: {engine.info.label} ({engine.info.artifact})")
-    test = generate_hdfs(test_blocks, anomaly_rate=anomaly_rate, seed=seed + 1000)
-    test_log = cache / f"demo-test-seed{seed}.log"
-    write_synth(test, test_log)
-    echo(f"\nscoring {len(test.lines)} fresh lines with injected anomalies ({test_log})")
-    flagged = Counter[str]()
-    n = 0
-    for _window, _score, flag in score_file(
-        bundle, test_log, "hdfs", top=evidence, backend=engine.info.backend
-    ):
-        n += 1
-        if flag is None:
-            continue
-        kind = test.kinds.get(flag.key, "normal")
-        flagged[kind] += 1
-        unknown = f", {flag.unknown_lines} unseen lines" if flag.unknown_lines else ""
-        echo(
-            f"\nFLAG {flag.key}  {_ts(flag.start)}-{_ts(flag.end)}  {flag.lines} lines{unknown}  "
-            f"score {flag.score:.3f} > {flag.threshold:.3f}  (injected: {kind})"
-        )
-        for prob, template, line in flag.evidence:
-            echo(f"    {prob:4.2f}  {line}" + ("" if template == "[UNK]" else f"  [{template}]"))
-    injected = Counter(test.kinds.values())
-    echo("\ninjected kind            blocks  flagged")
-    for kind in ANOMALY_KINDS:
-        echo(f"  {kind:22s} {injected[kind]:6d}  {flagged[kind]:7d}")
-    n_normal = n - sum(injected.values())
-    echo(f"  {'normal (false flags)':22s} {n_normal:6d}  {flagged['normal']:7d}")
-    stats = {"windows": n, "flagged": sum(flagged.values()), "false_flags": flagged["normal"]}
-    stats.update({f"injected_{k}": v for k, v in injected.items()})
-    stats.update({f"flagged_{k}": v for k, v in flagged.items()})
-    return stats

@@ -40,6 +40,7 @@ __all__ = [
     "ModelConfig",
     "load_checkpoint",
     "load_discriminator",
+    "mlm_head",
     "n_params",
     "padding_mask",
     "save_checkpoint",
@@ -186,6 +187,19 @@ def _init_weights(module: nn.Module) -> None:
         nn.init.zeros_(module.bias)
 
 
+def mlm_head(cfg: ModelConfig) -> nn.Sequential:
+    """BERT-style masked-LM head: hidden ``(N, C)`` → vocabulary logits ``(N, V)``."""
+    head = nn.Sequential(
+        nn.LayerNorm(cfg.d_model),
+        nn.Linear(cfg.d_model, cfg.d_model),
+        nn.GELU(),
+        nn.LayerNorm(cfg.d_model),
+        nn.Linear(cfg.d_model, cfg.vocab_size),
+    )
+    head.apply(_init_weights)
+    return head
+
+
 class Generator(nn.Module):
     """Small BERT for masked-language modelling; proposes pseudo-anomalous tokens."""
 
@@ -193,14 +207,7 @@ class Generator(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.encoder = Encoder(cfg)
-        self.head = nn.Sequential(
-            nn.LayerNorm(cfg.d_model),
-            nn.Linear(cfg.d_model, cfg.d_model),
-            nn.GELU(),
-            nn.LayerNorm(cfg.d_model),
-            nn.Linear(cfg.d_model, cfg.vocab_size),
-        )
-        self.head.apply(_init_weights)
+        self.head = mlm_head(cfg)
 
     def forward(self, ids: Tensor, lengths: Tensor, positions: Tensor) -> Tensor:
         """MLM logits at the selected positions only (cheaper than all ``B·T``).
