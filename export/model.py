@@ -286,16 +286,20 @@ def save_checkpoint(
     torch.save(payload, Path(path))
 
 
-def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Read a checkpoint written by :func:`save_checkpoint` (never unpickles code)."""
+def load_checkpoint(
+    path: str | Path, fmt: str = CHECKPOINT_FORMAT, what: str = "checkpoint"
+) -> dict[str, Any]:
+    """Read a ``torch.save`` payload whose ``format`` is ``fmt`` (a checkpoint written by
+    :func:`save_checkpoint` by default) with ``weights_only=True``: no code is unpickled.
+    ``what`` names the file in errors."""
     try:
         payload = torch.load(Path(path), map_location="cpu", weights_only=True)
     except FileNotFoundError:
-        raise BundleError(f"checkpoint {path}: no such file") from None
+        raise BundleError(f"{what} {path}: no such file") from None
     except Exception as exc:  # torch raises many types for a corrupt or foreign file
-        raise BundleError(f"checkpoint {path}: cannot be read ({exc})") from None
-    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
-        raise BundleError(f"checkpoint {path}: not a {CHECKPOINT_FORMAT} checkpoint")
+        raise BundleError(f"{what} {path}: cannot be read ({exc})") from None
+    if not isinstance(payload, dict) or payload.get("format") != fmt:
+        raise BundleError(f"{what} {path}: not a {fmt} file")
     return payload
 
 

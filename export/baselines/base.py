@@ -34,6 +34,8 @@ import torch
 
 from logsieve.errors import BundleError, ConfigError, DataError
 
+from ..model import load_checkpoint
+
 __all__ = [
     "BASELINE_FORMAT",
     "Baseline",
@@ -234,14 +236,7 @@ def write_payload(
 
 def read_payload(path: str | Path, kind: str) -> dict[str, Any]:
     """Read a :func:`write_payload` file with ``weights_only=True`` (no code is unpickled)."""
-    try:
-        payload = torch.load(Path(path), map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise BundleError(f"baseline {path}: no such file") from None
-    except Exception as exc:  # torch raises many types for a corrupt or foreign file
-        raise BundleError(f"baseline {path}: cannot be read ({exc})") from None
-    if not isinstance(payload, dict) or payload.get("format") != BASELINE_FORMAT:
-        raise BundleError(f"baseline {path}: not a {BASELINE_FORMAT} file")
+    payload = load_checkpoint(path, BASELINE_FORMAT, "baseline")
     if payload.get("kind") != kind:
         raise BundleError(f"baseline {path}: a {payload.get('kind')!r} baseline, not {kind!r}")
     return payload
