@@ -54,7 +54,7 @@ class RawFrame:
     size: int
 
 
-def make_unpacker(limits: ForwardLimits, max_buffer_size: int) -> Any:
+def make_unpacker(limits: ForwardLimits, max_buffer_size: int, *, raw: bool = True) -> Any:
     """Build a ``msgpack.Unpacker`` configured for untrusted Forward input.
 
     ``raw=True`` because PackedForward entries (Fluentd sends them as str32),
@@ -62,9 +62,13 @@ def make_unpacker(limits: ForwardLimits, max_buffer_size: int) -> Any:
     records may all hold bytes that are not UTF-8. ``strict_map_key=False``
     because records may have integer keys. The length limits stop a short
     header from pre-allocating a huge list, dict or buffer.
+
+    ``raw=False`` is the fast path for a PackedForward payload: msgpack decodes
+    every str as UTF-8 in C and raises ``UnicodeDecodeError`` on the first
+    one that is not, so the caller can fall back to ``raw=True``.
     """
     return msgpack.Unpacker(
-        raw=True,
+        raw=raw,
         strict_map_key=False,
         max_buffer_size=max_buffer_size,
         max_str_len=max_buffer_size,

@@ -183,15 +183,22 @@ def _packed(
         raise ProtocolError("compressed=zstd is not supported; configure the client for gzip")
     if compression == "gzip":
         payload = gunzip_bounded(payload, limits.max_decompressed_bytes)
-    _entries(batch, _iter_packed(payload, limits), limits, now_ns)
+    # Fast path: let msgpack decode the strings in C (raw=False). The first str that is
+    # not UTF-8 sends the whole payload back through the raw path, where such strings
+    # stay bytes; either way the records come out the same (values.py's rule).
+    try:
+        entries, text = list(_iter_packed(payload, limits, raw=False)), True
+    except UnicodeDecodeError:
+        entries, text = list(_iter_packed(payload, limits, raw=True)), False
+    _entries(batch, entries, limits, now_ns, text)
     return batch
 
 
-def _iter_packed(payload: bytes, limits: ForwardLimits) -> Iterable[Any]:
+def _iter_packed(payload: bytes, limits: ForwardLimits, *, raw: bool) -> Iterable[Any]:
     """Yield the entries of a concatenated msgpack stream, bounded in count."""
     if not payload:
         return
-    unpacker = make_unpacker(limits, len(payload))
+    unpacker = make_unpacker(limits, len(payload), raw=raw)
     unpacker.feed(payload)
     count = 0
     end = 0  # offset just past the last complete entry
@@ -205,7 +212,7 @@ def _iter_packed(payload: bytes, limits: ForwardLimits) -> Iterable[Any]:
                 )
             end = unpacker.tell()
             yield entry
-    except ProtocolError:
+    except (ProtocolError, UnicodeDecodeError):  # the latter: raw=False met a non-UTF-8 str
         raise
     except (ValueError, TypeError, msgpack.UnpackException) as exc:
         raise ProtocolError(
@@ -221,8 +228,13 @@ def _iter_packed(payload: bytes, limits: ForwardLimits) -> Iterable[Any]:
 
 
 def _entries(
-    batch: RecordBatch, entries: Iterable[Any], limits: ForwardLimits, now_ns: Callable[[], int]
+    batch: RecordBatch,
+    entries: Iterable[Any],
+    limits: ForwardLimits,
+    now_ns: Callable[[], int],
+    text: bool = False,
 ) -> None:
+    """Append each ``[time, record]`` entry; ``text``: strings are already ``str``."""
     for index, entry in enumerate(entries):
         if not isinstance(entry, list) or len(entry) != 2:
             raise ProtocolError(
@@ -242,7 +254,13 @@ def _entries(
                 )
             header = header[0]
         _append(
-            batch, header, require_map(record, f"entry {index} record"), metadata, limits, now_ns
+            batch,
+            header,
+            require_map(record, f"entry {index} record"),
+            metadata,
+            limits,
+            now_ns,
+            text,
         )
 
 
@@ -253,6 +271,7 @@ def _append(
     metadata: dict[Any, Any] | None,
     limits: ForwardLimits,
     now_ns: Callable[[], int],
+    text: bool = False,
 ) -> None:
     kind, ns = classify_time(raw_time, now_ns)
     if kind is TimeKind.GROUP_MARKER:
@@ -266,10 +285,30 @@ def _append(
             tag=batch.tag,
             time=ns / _NS,
             time_ns=ns,
-            record=decode_tree(record, limits.max_nesting_depth),
+            record=(
+                record
+                if text and _flat_text(record)
+                else decode_tree(record, limits.max_nesting_depth)
+            ),
             metadata=metadata,
         )
     )
+
+
+_SCALARS = frozenset({str, int, float, bool, type(None)})
+
+
+def _flat_text(record: dict[Any, Any]) -> bool:
+    """True when the record needs no conversion: str keys, scalar values (no bytes).
+
+    The common log record (``{"log": ..., "host": ...}`` from a raw=False unpack);
+    anything else (bin values, nested maps that need a depth check) goes through
+    :func:`decode_tree`.
+    """
+    for key, value in record.items():
+        if type(key) is not str or type(value) not in _SCALARS:
+            return False
+    return True
 
 
 def _describe(value: Any) -> str:

@@ -407,6 +407,34 @@ def test_record_strings_utf8_become_str_other_bytes_stay_bytes() -> None:
     }
 
 
+@pytest.mark.parametrize("with_latin1", [False, True], ids=["all-utf8", "one-non-utf8"])
+def test_packed_forward_applies_the_same_string_rule(with_latin1: bool) -> None:
+    # PackedForward payloads are unpacked with raw=False first (strings decoded in C)
+    # and fall back to raw=True on the first non-UTF-8 str: the records must come out
+    # exactly as the Forward-mode rule above makes them, in either case.
+    plain = {"log": "héllo", "host": "h1", "n": 3, "ok": True, "none": None}
+    odd = {"bin_utf8": b"plain", "nested": {"list": ["a", b"\xff", 1]}, 1: "int key"}
+    latin1 = {"latin1": "é".encode("latin-1"), "é".encode("latin-1"): "key"}
+    payload = b"".join(packb([1, r]) for r in (plain, odd))
+    if with_latin1:  # msgpack *str* (old spec, as Fluentd packs) holding non-UTF-8 bytes
+        payload += msgpack.packb([1, latin1], use_bin_type=False)
+    batch = decode(packb(["t", payload]))
+    assert [r.record for r in batch.records] == [
+        plain,
+        {"bin_utf8": "plain", "nested": {"list": ["a", b"\xff", 1]}, 1: "int key"},
+        *([{"latin1": b"\xe9", b"\xe9": "key"}] if with_latin1 else []),
+    ]
+    assert batch.mode == "packed_forward"
+
+
+def test_packed_forward_nesting_depth_is_bounded() -> None:
+    deep: Any = {"leaf": 1}
+    for _ in range(10):
+        deep = {"d": deep}
+    with pytest.raises(ProtocolError, match="max_nesting_depth=5"):
+        decode(packb(["t", packb([1, deep])]), ForwardLimits(max_nesting_depth=5))
+
+
 def test_record_nesting_depth_is_bounded() -> None:
     deep: Any = {"leaf": 1}
     for _ in range(10):
