@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from logsieve.engine.batching import batches, pad
 from logsieve.errors import BundleError, ConfigError, DataError
 from logsieve.logs.vocab import MASK, UNK, pad_batch
 
@@ -269,11 +270,12 @@ class LogBERT(Baseline):
         """Fraction of the deterministically masked keys outside the top g (0 if no key)."""
         seqs = self._prepare(windows)
         out = np.zeros(len(seqs), dtype=np.float64)
-        order = np.argsort([len(s) for s in seqs], kind="stable")
+        lengths_all = np.array([len(s) for s in seqs], dtype=np.int64)
         self.model.eval()
-        for start in range(0, len(order), 256):
-            idx = order[start : start + 256]
-            ids_np, lengths_np = pad_batch([seqs[i] for i in idx])
+        # Same-width length groups (the engines' batching): one long window no longer
+        # pads a whole batch of short ones to its length (5x on HDFS's long tail).
+        for idx, width in batches(lengths_all, 256, self.cfg.max_len):
+            ids_np, lengths_np = pad([seqs[i] for i in idx], width)
             masked_np = np.zeros(ids_np.shape, dtype=bool)
             for row, n in enumerate(lengths_np):
                 masked_np[row, :n] = self.masked_positions(int(n))
