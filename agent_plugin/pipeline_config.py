@@ -66,7 +66,7 @@ class PipelineConfig:
     host_fields: tuple[str, ...] = ("host", "hostname")
     backend: str = "auto"
     engine_threads: int | None = None
-    batch_size: int = 64
+    batch_size: int = 256
     max_wait_ms: float = 20.0
     queue_size: int = 1024
     advance_interval: float = 1.0

@@ -14,7 +14,7 @@ each validated by its own frozen dataclass (unknown keys are errors)::
     spool_dir = "/var/lib/logsieve/spool"
 
     [pipeline]    # PipelineConfig: batching, backend, what is sent
-    batch_size = 64
+    batch_size = 256
     every_verdict = false
 
 Environment: ``LOGSIEVE_<TABLE>_<KEY>`` for any scalar key, e.g.

@@ -186,6 +186,8 @@ async def _run(
     }
     if profiler is not None:
         result["profile"] = _stages(profiler)
+        if os.environ.get("LOGSIEVE_BENCH_PROFILE"):  # the raw stats, for pstats/snakeviz
+            profiler.dump_stats(os.environ["LOGSIEVE_BENCH_PROFILE"])
     return result
 
 

@@ -79,8 +79,14 @@ class KeyExtractor:
             self.unkeyed += 1
             return (UNKEYED_HOST,)
         if self._regex is not None:
-            group = self._group
-            found = [m.group(group) for m in self._regex.finditer(record.text)]
+            # findall returns group 1 (or the whole match) as plain strings, in C; with
+            # more groups it returns tuples, so that rare case takes finditer.
+            if self._group == 1 and self._regex.groups > 1:
+                found = [m.group(1) for m in self._regex.finditer(record.text)]
+            else:
+                found = self._regex.findall(record.text)
+            if len(found) == 1 and found[0]:  # the usual case: one block id per line
+                return (found[0],)
             keys = tuple(dict.fromkeys(k for k in found if k))
             if keys:
                 return keys
