@@ -64,7 +64,15 @@ def plot_score_distributions(runs: Sequence[ScoredRun], path: Path) -> Path:
         ok = np.isfinite(s)
         y = np.asarray(r.labels)[ok]
         s = s[ok]
-        edges = np.histogram_bin_edges(np.r_[s, r.threshold], bins=40)
+        both = np.r_[s, r.threshold]
+        # Scores spanning decades (a norm near 0 for normal windows, ~10 for anomalous
+        # ones) get log bins: on a linear axis the threshold sits inside the first bin.
+        log_x = both.size > 1 and both.min() > 0 and both.max() / both.min() > 100
+        if log_x:
+            edges = np.geomspace(both.min(), both.max(), 41)
+            ax.set_xscale("log")
+        else:
+            edges = np.histogram_bin_edges(both, bins=40)
         for cls, colour, name in ((0, _NORMAL, "normal"), (1, _ANOMALOUS, "anomalous")):
             part = s[y == cls]
             if part.size:
@@ -73,7 +81,7 @@ def plot_score_distributions(runs: Sequence[ScoredRun], path: Path) -> Path:
                    label=f"threshold {r.threshold:.4g}")  # fmt: skip
         ax.set_yscale("log")
         ax.set_title(f"{r.method} (seed {r.seed})")
-        ax.set_xlabel("anomaly score (higher = more anomalous)")
+        ax.set_xlabel("anomaly score (higher = more anomalous)" + (", log scale" if log_x else ""))
         ax.set_ylabel("test windows (log scale)")
         ax.legend(fontsize=8)
     for ax in list(axes.flat)[len(runs) :]:
