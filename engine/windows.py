@@ -10,6 +10,8 @@
   the per-token replaced probabilities line up with the window's lines and are the
   per-line evidence. Lines a ``recent`` truncation cut off get probability 0: they had
   no say in the score.
+* with ``config.unseen_templates == "flag"`` a window holding ``[UNK]`` (a template the
+  training data never had) scores ``UNSEEN_SCORE`` (+inf): an anomaly at any threshold.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from logsieve.config import LogConfig
-from logsieve.logs.vocab import Vocab
+from logsieve.logs.vocab import UNSEEN_SCORE, Vocab, holds_unknown
 
 from .base import Engine
 from .batching import score_windows
@@ -47,5 +49,8 @@ def score_template_windows(
         per_line = np.concatenate([probs[r][1:] for r in rows]).astype(float).tolist()
         missing = len(ids) - len(per_line)
         per_line = [0.0] * missing + per_line if missing > 0 else per_line[: len(ids)]
-        out.append((float(max(scores[r] for r in rows)), per_line))
+        score = float(max(scores[r] for r in rows))
+        if config.unseen_templates == "flag" and holds_unknown(cs):
+            score = UNSEEN_SCORE
+        out.append((score, per_line))
     return out

@@ -170,8 +170,9 @@ def average_precision(scores: npt.ArrayLike, labels: npt.ArrayLike) -> float:
         return float("nan")
     order = np.argsort(-s, kind="mergesort")
     s_desc, y_desc = s[order], y[order]
-    # Last index of each run of equal scores: the cut points of the PR curve.
-    cut = np.r_[np.nonzero(np.diff(s_desc))[0], len(s_desc) - 1]
+    # Last index of each run of equal scores: the cut points of the PR curve (compared,
+    # not subtracted: windows with unseen templates score +inf, and inf - inf is nan).
+    cut = np.r_[np.nonzero(s_desc[1:] != s_desc[:-1])[0], len(s_desc) - 1]
     tp = np.cumsum(y_desc)[cut].astype(np.float64)
     precision = tp / (cut + 1)
     recall = tp / n_pos

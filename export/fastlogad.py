@@ -21,9 +21,11 @@ import torch
 
 from logsieve import __version__
 from logsieve.bundle import Bundle, BundleWriter, open_bundle
+from logsieve.config import UnseenPolicy
 from logsieve.errors import BundleError
 from logsieve.logs.pipeline import Event, windows_of
 from logsieve.logs.templates import TemplateMatcher
+from logsieve.logs.vocab import UNSEEN_SCORE, holds_unknown
 from logsieve.logs.windows import Window
 
 from .calibrate import Metrics, metrics, project_metrics, score_sequences, threshold_from_normal
@@ -109,14 +111,20 @@ def load_model(bundle: Bundle) -> Discriminator:
 
 
 def score_windows(
-    model: Discriminator, windows: list[list[IdArray]], batch_size: int = 256
+    model: Discriminator,
+    windows: list[list[IdArray]],
+    batch_size: int = 256,
+    unseen: UnseenPolicy = "flag",
 ) -> npt.NDArray[np.float64]:
-    """Score of each window: the highest score of its chunks."""
+    """Score of each window: the highest score of its chunks; ``UNSEEN_SCORE`` for a
+    window holding ``[UNK]`` when ``unseen="flag"`` (``LogConfig.unseen_templates``)."""
     flat = [c for w in windows for c in w]
     owner = np.repeat(np.arange(len(windows)), [len(w) for w in windows])
     chunk_scores = score_sequences(model, flat, batch_size) if flat else np.zeros(0)
     out = np.full(len(windows), -np.inf)
     np.maximum.at(out, owner, chunk_scores)
+    if unseen == "flag":
+        out[[holds_unknown(w) for w in windows]] = UNSEEN_SCORE
     return out
 
 
@@ -132,7 +140,7 @@ def evaluate(bundle: Bundle, data: Prepared, *, batch_size: int = 256) -> dict[s
     if not data.test:
         raise BundleError(f"{data.summary.get('source')}: no test windows to evaluate on")
     t0 = time.perf_counter()
-    scores = score_windows(model, data.test, batch_size)
+    scores = score_windows(model, data.test, batch_size, bundle.log_config.unseen_templates)
     seconds = time.perf_counter() - t0
     labels = data.test_labels
     m = metrics(scores, labels, bundle.threshold)

@@ -120,7 +120,11 @@ def _finish(
     val = [c for s in split.validation for c in _encode(vocab, ids_of(s), config)]
     test = [_encode(vocab, ids_of(s), config) for s in split.test]
     labels = np.array([int(bool(s.label)) for s in split.test], dtype=np.int64)
+    unknown = [vocab.count_unknown(ids_of(s)) for s in split.test]
+    n_events = sum(len(ids_of(s)) for s in split.test)
     summary = {
+        "test_unknown_rate": sum(unknown) / n_events if n_events else 0.0,
+        "test_windows_with_unknown": sum(1 for u in unknown if u),
         **summary,
         "train_windows": len(split.train),
         "validation_windows": len(split.validation),
@@ -147,17 +151,31 @@ def _hdfs_sessions(path: Path, config: LogConfig, val_fraction: float) -> Prepar
             f"{path}: hdfs-sessions needs a folder with train_normal, dev_normal, dev_abnormal"
         )
     sessions = read_hdfs_sessions_dir(path, val_fraction=val_fraction)
-    templates = _hdfs_template_names(path / "HDFS_templates.csv")
-    n = max(
-        len(templates),
-        max((max(s.event_ids, default=0) for s in sessions.train + sessions.test), default=0),
+    names = _hdfs_template_names(path / "HDFS_templates.csv")
+    # Event ids are loghub's 1-based numbering; template text i is event id i + 1.
+    vocab, ids_of, seen = _training_vocab(
+        sessions, lambda s: s.event_ids, lambda e: names[e - 1] if 0 < e <= len(names) else None
     )
-    vocab = Vocab(n, templates if len(templates) == n else None)
-    # Event ids are loghub's 1-based numbering; our template ids are 0-based.
     return _finish(
-        "hdfs-sessions", config, vocab, None, sessions, lambda s: [e - 1 for e in s.event_ids],
-        {"source": str(path)},
+        "hdfs-sessions", config, vocab, None, sessions, ids_of,
+        {"source": str(path), "vocab_event_ids": seen},
     )  # fmt: skip
+
+
+def _training_vocab(split: Any, events: Any, name: Any) -> tuple[Vocab, Any]:
+    """The vocabulary of the event ids the *training* split holds (train + validation),
+    and ``ids_of(item)`` mapping an item's event ids into it (others: ``-1``).
+
+    An event id that only test data has becomes ``[UNK]``, as an unseen template does
+    when serving: no embedding is trained for it, and neither the vocabulary nor the
+    model depends on what the test split contains. ``name(event_id)`` gives a
+    template's text (None when unknown: the vocabulary then keeps no texts).
+    """
+    seen = sorted({e for s in split.train + split.validation for e in events(s)})
+    index = {e: i for i, e in enumerate(seen)}
+    texts = [name(e) for e in seen]
+    vocab = Vocab(len(seen), texts if all(t is not None for t in texts) else None)
+    return vocab, lambda s: [index.get(e, -1) for e in events(s)], seen
 
 
 def _hdfs_template_names(path: Path) -> list[str]:
@@ -175,15 +193,13 @@ def _bgl_windows(
     tsv = jsonl.with_name("templates.tsv")
     names = read_templates_tsv(tsv) if tsv.is_file() else {}
     split = chronological_split(read_bgl_windows(jsonl), train_n=train_n, val_fraction=val_fraction)
-    top = max(
-        (max(s.event_ids, default=-1) for s in split.train + split.validation + split.test),
-        default=-1,
+    vocab, ids_of, seen = _training_vocab(
+        split, lambda s: s.event_ids, lambda e: names.get(e, f"E{e}") if names else None
     )
-    n = max(top + 1, max(names, default=-1) + 1)
-    vocab = Vocab(n, [names.get(i, f"E{i}") for i in range(n)] if names else None)
     return _finish(
-        "bgl-windows", config, vocab, None, split, lambda s: s.event_ids, {"source": str(jsonl)}
-    )
+        "bgl-windows", config, vocab, None, split, ids_of,
+        {"source": str(jsonl), "vocab_event_ids": seen},
+    )  # fmt: skip
 
 
 def _raw(

@@ -40,6 +40,7 @@ __all__ = [
 
 WindowKind = Literal["session", "sliding"]
 TruncatePolicy = Literal["split", "recent"]
+UnseenPolicy = Literal["flag", "score"]
 
 
 @dataclass(frozen=True)
@@ -285,6 +286,13 @@ class LogConfig:
     ``max_len`` counts the [CLS] token. ``truncate`` says what happens to a window
     longer than ``max_len - 1`` events: ``split`` into consecutive chunks (none
     dropped), or keep the ``recent`` tail.
+
+    ``unseen_templates`` says what a window holding a template the training data never
+    had (token ``[UNK]``) is: ``flag`` (default) makes it an anomaly whatever the model
+    says, with score ``+inf`` (the paper relies on ``[UNK]`` scoring high, but the
+    ``[UNK]`` embedding is never trained, so that is luck: measured on HDFS, one seed
+    missed 493 such sessions); ``score`` lets the model's score decide alone, for fleets
+    where new templates are routine. Either way the line comes first in the evidence.
     """
 
     text_fields: tuple[str, ...] = ("log", "message")
@@ -293,6 +301,7 @@ class LogConfig:
     windows: WindowConfig = field(default_factory=WindowConfig)
     max_len: int = 512
     truncate: TruncatePolicy = "split"
+    unseen_templates: UnseenPolicy = "flag"
 
     def __post_init__(self) -> None:
         if not self.text_fields or not all(isinstance(f, str) and f for f in self.text_fields):
@@ -301,6 +310,8 @@ class LogConfig:
             raise ConfigError("max_len", self.max_len, "an integer in 2..4096")
         if self.truncate not in ("split", "recent"):
             raise ConfigError("truncate", self.truncate, "'split' or 'recent'")
+        if self.unseen_templates not in ("flag", "score"):
+            raise ConfigError("unseen_templates", self.unseen_templates, "'flag' or 'score'")
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (tuples become lists)."""

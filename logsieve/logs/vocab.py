@@ -27,11 +27,15 @@ __all__ = [
     "PAD",
     "SPECIAL_TOKENS",
     "UNK",
+    "UNSEEN_SCORE",
     "Vocab",
+    "holds_unknown",
     "pad_batch",
 ]
 
 PAD, CLS, MASK, UNK = 0, 1, 2, 3
+# Score of a window that holds an unseen template under ``unseen_templates="flag"``.
+UNSEEN_SCORE = float("inf")
 SPECIAL_TOKENS: tuple[str, ...] = ("[PAD]", "[CLS]", "[MASK]", "[UNK]")
 N_SPECIAL = len(SPECIAL_TOKENS)
 SCHEMA_VERSION = 1
@@ -194,3 +198,8 @@ def pad_batch(sequences: Sequence[IdArray]) -> tuple[IdArray, IdArray]:
     for row, seq in enumerate(sequences):
         batch[row, : len(seq)] = seq
     return batch, lengths
+
+
+def holds_unknown(chunks: Sequence[IdArray]) -> bool:
+    """Whether any chunk of one encoded window holds ``[UNK]`` (an unseen template)."""
+    return any(bool((np.asarray(c) == UNK).any()) for c in chunks)

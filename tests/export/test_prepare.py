@@ -11,7 +11,7 @@ import pytest
 from logsieve.errors import ConfigError
 from logsieve.export.datasets import read_bgl_windows
 from logsieve.export.prepare import prepare
-from logsieve.logs.vocab import CLS
+from logsieve.logs.vocab import CLS, UNK
 
 
 @pytest.mark.data
@@ -19,10 +19,15 @@ def test_hdfs_sessions_split(shared_data: Path) -> None:
     data = prepare("hdfs-sessions", shared_data / "hdfs/sessions")
     assert (len(data.train), len(data.validation), len(data.test)) == (4370, 485, 9835)
     assert int(data.test_labels.sum()) == 5051
-    assert data.vocab.size == 30 + 4  # HDFS_templates.csv lists E1..E30
+    # The vocabulary is what train_normal holds (14 of HDFS_templates.csv's 30 event
+    # ids): an event only test data has is [UNK], as an unseen template when serving.
+    events = data.summary["vocab_event_ids"]
+    assert data.vocab.size == len(events) + 4 == 14 + 4
     assert data.templates_state is None
-    # Event id e is template e-1, token e+3; every sequence starts with [CLS].
-    assert all(s[0] == CLS and s[1:].min() >= 4 for s in data.train)
+    assert all(s[0] == CLS and s[1:].min() >= 4 for s in data.train + data.validation)
+    # 2,358 anomalous and 2 normal test sessions hold an event training never had.
+    assert data.summary["test_windows_with_unknown"] == 2360
+    assert sum(bool((w[0] == UNK).any()) for w in data.test) == 2360
 
 
 @pytest.mark.data
@@ -33,7 +38,8 @@ def test_bgl_windows_split_keeps_anomalies_out_of_training(shared_data: Path) ->
     assert len(data.test) == 5019 - 2000
     assert int(data.test_labels.sum()) == 908  # every anomalous window is in test
     anomalous = {tuple(s.event_ids) for s in read_bgl_windows(path) if s.label}
-    trained = {tuple(int(x) - 4 for x in s[1:]) for s in data.train + data.validation}
+    events = data.summary["vocab_event_ids"]
+    trained = {tuple(events[int(x) - 4] for x in s[1:]) for s in data.train + data.validation}
     assert not trained & anomalous
 
 
