@@ -162,9 +162,10 @@ def _hdfs_sessions(path: Path, config: LogConfig, val_fraction: float) -> Prepar
     )  # fmt: skip
 
 
-def _training_vocab(split: Any, events: Any, name: Any) -> tuple[Vocab, Any]:
+def _training_vocab(split: Any, events: Any, name: Any) -> tuple[Vocab, Any, list[int]]:
     """The vocabulary of the event ids the *training* split holds (train + validation),
-    and ``ids_of(item)`` mapping an item's event ids into it (others: ``-1``).
+    ``ids_of(item)`` mapping an item's event ids into it (others: ``-1``), and the
+    event id of each template id.
 
     An event id that only test data has becomes ``[UNK]``, as an unseen template does
     when serving: no embedding is trained for it, and neither the vocabulary nor the
