@@ -21,9 +21,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
-from logsieve.export.fastlogad import evaluate, train_bundle
+from logsieve.export.calibrate import score_sequences
+from logsieve.export.fastlogad import evaluate, load_model, score_windows, train_bundle
 from logsieve.export.model import ModelConfig
 from logsieve.export.prepare import prepare
 from logsieve.export.train import TrainConfig
@@ -41,7 +43,9 @@ def _data_dir() -> Path:
 
 def run_one(dataset: str, generator: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
     data = prepare(dataset, _data_dir() / _PATHS[dataset], train_n=args.train_n)
-    overrides = {k: getattr(args, k) for k in ("rtd_epochs", "hst_epochs") if getattr(args, k)}
+    overrides = {
+        k: getattr(args, k) for k in ("rtd_epochs", "hst_epochs", "lr") if getattr(args, k)
+    }
     cfg = TrainConfig(generator=generator, seed=seed, num_threads=args.threads, **overrides)
     model = ModelConfig(vocab_size=data.vocab.size, max_len=data.log_config.max_len)
     with tempfile.TemporaryDirectory() as tmp:
@@ -52,6 +56,8 @@ def run_one(dataset: str, generator: str, seed: int, args: argparse.Namespace) -
         )  # fmt: skip
         train_s = time.perf_counter() - t0
         report = evaluate(bundle, data, batch_size=256)
+        if args.scores_dir:
+            _dump_scores(args.scores_dir / f"{dataset}-{generator}-{seed}.npz", bundle, data)
     return {
         "dataset": dataset,
         "generator": generator,
@@ -76,6 +82,19 @@ def run_one(dataset: str, generator: str, seed: int, args: argparse.Namespace) -
         },
         **({"projected": report["projected"]} if "projected" in report else {}),
     }
+
+
+def _dump_scores(path: Path, bundle: Any, data: Any) -> None:
+    """Per-test-window score, label and event count, and the validation scores the
+    threshold came from: enough to look at what is missed, and to try other label-free
+    thresholds without retraining."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    model = load_model(bundle)
+    scores = score_windows(model, data.test, 256, bundle.log_config.unseen_templates)
+    events = np.array([sum(len(c) - 1 for c in w) for w in data.test])  # minus [CLS]
+    np.savez(path, scores=scores, labels=data.test_labels, events=events,
+             threshold=bundle.threshold,
+             validation=score_sequences(model, data.validation or data.train, 256))  # fmt: skip
 
 
 def summarise(rows: list[dict[str, Any]]) -> str:
@@ -114,9 +133,12 @@ def main() -> None:
     p.add_argument("--train-n", type=int, default=None)
     p.add_argument("--rtd-epochs", type=int, default=None)
     p.add_argument("--hst-epochs", type=int, default=None)
+    p.add_argument("--lr", type=float, default=None, help="Default: TrainConfig's 1e-4.")
     p.add_argument("--quantile", type=float, default=0.99)
     p.add_argument("--threads", type=int, default=torch.get_num_threads())
     p.add_argument("--out", type=Path, required=True, help="JSON Lines, appended per run.")
+    p.add_argument("--scores-dir", type=Path, default=None,
+                   help="Also write each run's per-window test scores (.npz) here.")  # fmt: skip
     args = p.parse_args()
     rows = []
     for generator in args.generators:
