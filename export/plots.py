@@ -80,7 +80,9 @@ def plot_score_distributions(runs: Sequence[ScoredRun], path: Path) -> Path:
         ax.axvline(r.threshold, color=_THRESHOLD, linestyle="--", linewidth=1.5,
                    label=f"threshold {r.threshold:.4g}")  # fmt: skip
         ax.set_yscale("log")
-        ax.set_title(f"{r.method} (seed {r.seed})")
+        hidden = int((~ok).sum())  # +inf: windows holding an unseen template
+        note = f"\n{hidden} windows at +inf (unseen template) not drawn" if hidden else ""
+        ax.set_title(f"{r.method} (seed {r.seed}){note}", fontsize=10)
         ax.set_xlabel("anomaly score (higher = more anomalous)" + (", log scale" if log_x else ""))
         ax.set_ylabel("test windows (log scale)")
         ax.legend(fontsize=8)
