@@ -118,10 +118,11 @@ def _finish(
     """Encode a split whose items are :class:`Sequence` (``ids_of(item)`` gives template ids)."""
     train = [c for s in split.train for c in _encode(vocab, ids_of(s), config)]
     val = [c for s in split.validation for c in _encode(vocab, ids_of(s), config)]
-    test = [_encode(vocab, ids_of(s), config) for s in split.test]
+    test_ids = [ids_of(s) for s in split.test]
+    test = [_encode(vocab, ids, config) for ids in test_ids]
     labels = np.array([int(bool(s.label)) for s in split.test], dtype=np.int64)
-    unknown = [vocab.count_unknown(ids_of(s)) for s in split.test]
-    n_events = sum(len(ids_of(s)) for s in split.test)
+    unknown = [vocab.count_unknown(ids) for ids in test_ids]
+    n_events = sum(len(ids) for ids in test_ids)
     summary = {
         "test_unknown_rate": sum(unknown) / n_events if n_events else 0.0,
         "test_windows_with_unknown": sum(1 for u in unknown if u),
@@ -154,7 +155,7 @@ def _hdfs_sessions(path: Path, config: LogConfig, val_fraction: float) -> Prepar
     names = _hdfs_template_names(path / "HDFS_templates.csv")
     # Event ids are loghub's 1-based numbering; template text i is event id i + 1.
     vocab, ids_of, seen = _training_vocab(
-        sessions, lambda s: s.event_ids, lambda e: names[e - 1] if 0 < e <= len(names) else None
+        sessions, lambda e: names[e - 1] if 0 < e <= len(names) else None
     )
     return _finish(
         "hdfs-sessions", config, vocab, None, sessions, ids_of,
@@ -162,7 +163,7 @@ def _hdfs_sessions(path: Path, config: LogConfig, val_fraction: float) -> Prepar
     )  # fmt: skip
 
 
-def _training_vocab(split: Any, events: Any, name: Any) -> tuple[Vocab, Any, list[int]]:
+def _training_vocab(split: Any, name: Any) -> tuple[Vocab, Any, list[int]]:
     """The vocabulary of the event ids the *training* split holds (train + validation),
     ``ids_of(item)`` mapping an item's event ids into it (others: ``-1``), and the
     event id of each template id.
@@ -172,11 +173,11 @@ def _training_vocab(split: Any, events: Any, name: Any) -> tuple[Vocab, Any, lis
     model depends on what the test split contains. ``name(event_id)`` gives a
     template's text (None when unknown: the vocabulary then keeps no texts).
     """
-    seen = sorted({e for s in split.train + split.validation for e in events(s)})
+    seen = sorted({e for s in split.train + split.validation for e in s.event_ids})
     index = {e: i for i, e in enumerate(seen)}
     texts = [name(e) for e in seen]
     vocab = Vocab(len(seen), texts if all(t is not None for t in texts) else None)
-    return vocab, lambda s: [index.get(e, -1) for e in events(s)], seen
+    return vocab, lambda s: [index.get(e, -1) for e in s.event_ids], seen
 
 
 def _hdfs_template_names(path: Path) -> list[str]:
@@ -194,9 +195,7 @@ def _bgl_windows(
     tsv = jsonl.with_name("templates.tsv")
     names = read_templates_tsv(tsv) if tsv.is_file() else {}
     split = chronological_split(read_bgl_windows(jsonl), train_n=train_n, val_fraction=val_fraction)
-    vocab, ids_of, seen = _training_vocab(
-        split, lambda s: s.event_ids, lambda e: names.get(e, f"E{e}") if names else None
-    )
+    vocab, ids_of, seen = _training_vocab(split, lambda e: names.get(e, f"E{e}") if names else None)
     return _finish(
         "bgl-windows", config, vocab, None, split, ids_of,
         {"source": str(jsonl), "vocab_event_ids": seen},
