@@ -54,7 +54,7 @@ class KeyExtractor:
     records put under :data:`UNKEYED_HOST`).
     """
 
-    __slots__ = ("_field", "_group", "_regex", "_sliding", "unkeyed")
+    __slots__ = ("_field", "_regex", "_sliding", "unkeyed")
 
     def __init__(self, config: WindowConfig) -> None:
         self._sliding = config.kind == "sliding"
@@ -64,7 +64,6 @@ class KeyExtractor:
             if config.key_regex is not None and not self._sliding
             else None
         )
-        self._group = 1 if self._regex is not None and self._regex.groups else 0
         self.unkeyed = 0
 
     def keys(self, record: LogRecord, fields: Mapping[str, Any] | None = None) -> tuple[str, ...]:
@@ -81,7 +80,7 @@ class KeyExtractor:
         if self._regex is not None:
             # findall returns group 1 (or the whole match) as plain strings, in C; with
             # more groups it returns tuples, so that rare case takes finditer.
-            if self._group == 1 and self._regex.groups > 1:
+            if self._regex.groups > 1:
                 found = [m.group(1) for m in self._regex.finditer(record.text)]
             else:
                 found = self._regex.findall(record.text)
