@@ -16,7 +16,7 @@ from logsieve.agent_plugin.upstream_config import UpstreamConfig
 from logsieve.bundle import Bundle
 from logsieve.export.fastlogad import train_bundle
 from logsieve.export.model import ModelConfig
-from logsieve.export.prepare import prepare
+from logsieve.export.prepare import Prepared, prepare
 from logsieve.export.program import export_bundle
 from logsieve.export.readers_raw import parse_hdfs_line
 from logsieve.export.synth import generate_hdfs, write_synth
@@ -29,11 +29,20 @@ def make_tiny_bundle(root: Path) -> Bundle:
     """A tiny FastLogAD bundle trained on generated normal HDFS-like logs, exported."""
     log = root / "train.log"
     write_synth(generate_hdfs(300, seed=11), log)
-    data = prepare("hdfs", log, train_n=300)
-    model = ModelConfig(vocab_size=data.vocab.size, d_model=32, n_layers=1, n_heads=2, d_ff=32)
+    return train_small_bundle(prepare("hdfs", log, train_n=300), root / "bundle")
+
+
+def train_small_bundle(data: Prepared, out: Path) -> Bundle:
+    """A small FastLogAD (d 32, 1 layer, 1+1 epochs) on ``data``, exported: a real
+    model in seconds, for tests of the serving path rather than of accuracy."""
+    model = ModelConfig(
+        vocab_size=data.vocab.size, d_model=32, n_layers=1, n_heads=2, d_ff=32,
+        max_len=data.log_config.max_len,
+    )  # fmt: skip
     cfg = TrainConfig(rtd_epochs=1, hst_epochs=1, batch_size=64, seed=0)
-    bundle, _ = train_bundle(data, root / "bundle", train_cfg=cfg, model_cfg=model, progress=False)
-    return export_bundle(bundle.path, max_batch=256)
+    bundle, _ = train_bundle(data, out, train_cfg=cfg, model_cfg=model, progress=False)
+    exported: Bundle = export_bundle(bundle.path, max_batch=256)
+    return exported
 
 
 def hdfs_events(lines: list[str]) -> list[tuple[float, dict[str, Any]]]:

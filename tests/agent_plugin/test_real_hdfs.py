@@ -18,13 +18,10 @@ from logsieve.agent_plugin.app import Service
 from logsieve.agent_plugin.receiver import FlagReceiver
 from logsieve.bundle import Bundle
 from logsieve.engine import load_engine
-from logsieve.export.fastlogad import score_file, train_bundle
-from logsieve.export.model import ModelConfig
+from logsieve.export.fastlogad import score_file
 from logsieve.export.prepare import prepare
-from logsieve.export.program import export_bundle
-from logsieve.export.train import TrainConfig
 
-from .served import replay, settings
+from .served import replay, settings, train_small_bundle
 
 pytestmark = [pytest.mark.data, pytest.mark.slow]
 
@@ -65,15 +62,7 @@ def real_bundle(hdfs_raw: Path, tmp_path_factory: pytest.TempPathFactory) -> Bun
         train_n=800,
         labels_path=hdfs_raw / "HDFS_20000.block_labels.csv",
     )
-    model = ModelConfig(
-        vocab_size=data.vocab.size, d_model=32, n_layers=1, n_heads=2, d_ff=32,
-        max_len=data.log_config.max_len,
-    )  # fmt: skip
-    cfg = TrainConfig(rtd_epochs=1, hst_epochs=1, batch_size=64, seed=0)
-    out = tmp_path_factory.mktemp("real_hdfs") / "bundle"
-    bundle, _ = train_bundle(data, out, train_cfg=cfg, model_cfg=model, progress=False)
-    exported: Bundle = export_bundle(bundle.path, max_batch=256)
-    return exported
+    return train_small_bundle(data, tmp_path_factory.mktemp("real_hdfs") / "bundle")
 
 
 @pytest.mark.asyncio
