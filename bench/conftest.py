@@ -57,10 +57,16 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
             row = ENGINES[name]
             ref = ENGINES.get(f"{name.rsplit(' ', 1)[0]} torch-eager-fp32")
             ratio = f"{row['windows_per_s'] / ref['windows_per_s']:.2f}x" if ref else "-"
+            gpu_ref = ENGINES.get(f"{name.rsplit(' ', 1)[0]} torch-fp32-cuda")
+            gpu = (
+                f" {row['windows_per_s'] / gpu_ref['windows_per_s']:.2f}x torch cuda"
+                if gpu_ref and name.endswith("-cuda")
+                else ""
+            )
             terminalreporter.write_line(
-                f"{name:34s} {row['windows_per_s']:>9,.0f} windows/s "
+                f"{name:38s} {row['windows_per_s']:>9,.0f} windows/s "
                 f"{row['ms_per_window']:8.3f} ms/window {ratio:>6s} "
-                f"(mean {row['mean_tokens']:.0f} tokens)"
+                f"(mean {row['mean_tokens']:.0f} tokens){gpu}"
             )
     if not THROUGHPUT:
         return
