@@ -6,8 +6,9 @@ or fp16) into ``engines/aoti-<device>-<precision>-torch<version>.pt2``. The devi
 names what the code was compiled for (the CPU's vector ISA, or the GPU model and compute
 capability), so a package built elsewhere is never loaded by mistake: it is rebuilt.
 
-FP16 on CUDA: the exported graph is moved to the GPU and cast to half, then exported
-again from that graph (no model code involved) and compiled; ids and lengths stay int64,
+The graph is moved to the GPU with ``torch.export.passes.move_to_device_pass`` (weights
+and the devices recorded in the graph). FP16 on CUDA: that graph is cast to half, then
+exported again from it (no model code involved) and compiled; ids and lengths stay int64,
 outputs are cast back to float32 at this edge.
 """
 
@@ -27,7 +28,7 @@ from logsieve.errors import BackendUnavailable, BundleError, ConfigError
 
 from .base import EngineInfo, FloatArray, IdArray, add_engine_file, check_inputs
 from .devices import device_tag
-from .torch_backend import check_device, load_program
+from .torch_backend import check_device, program_on
 
 __all__ = ["INDUCTOR_CONFIGS", "AotiEngine", "artifact_name", "build"]
 
@@ -51,14 +52,12 @@ def _check(device: str, precision: str) -> None:
 
 
 def _program_for(bundle: Bundle, device: str, precision: str) -> torch.export.ExportedProgram:
-    program = load_program(bundle)
-    if device == "cpu":
+    program = program_on(bundle, device)
+    if precision == "fp32":
         return program
     limits = bundle.manifest.get("program", {})
     max_batch, max_len = int(limits["max_batch"]), int(limits["max_len"])
-    module = program.module().to(device)
-    if precision == "fp16":
-        module = module.half()
+    module = program.module().half()
     ids = torch.full((3, min(7, max_len)), 4, dtype=torch.int64, device=device)
     lengths = torch.tensor([ids.shape[1], 3, 2], dtype=torch.int64, device=device)
     batch = torch.export.Dim("batch", min=1, max=max_batch)

@@ -14,7 +14,7 @@ from logsieve.errors import BackendUnavailable, BundleError, ConfigError
 
 from .base import EngineInfo, FloatArray, IdArray, check_inputs
 
-__all__ = ["TorchEngine", "check_device"]
+__all__ = ["TorchEngine", "check_device", "load_program", "program_on"]
 
 
 def check_device(device: str) -> torch.device:
@@ -40,6 +40,19 @@ def load_program(bundle: Bundle) -> torch.export.ExportedProgram:
         raise BundleError(f"{path}: torch.export.load failed ({exc})") from None
 
 
+def program_on(bundle: Bundle, device: str) -> torch.export.ExportedProgram:
+    """The bundle's ExportedProgram with its weights *and* the devices written into its
+    graph moved to ``device``. ``module().to(device)`` is not enough: export records
+    ``torch.arange(..., device=cpu)`` (the positions) as a constant, and the moved module
+    then mixes cuda weights with cpu positions (seen on an H200)."""
+    program = load_program(bundle)
+    if device == "cpu":
+        return program
+    from torch.export.passes import move_to_device_pass
+
+    return move_to_device_pass(program, device)
+
+
 class TorchEngine:
     """Eager execution of ``program.pt2`` (fp32), on CPU or a CUDA GPU."""
 
@@ -56,7 +69,7 @@ class TorchEngine:
         self._device = check_device(device)
         if threads:
             torch.set_num_threads(threads)
-        self._module = load_program(bundle).module().to(self._device)
+        self._module = program_on(bundle, device).module()
         self.info = EngineInfo.for_bundle(bundle, "torch", precision, device, "program.pt2")
 
     def score(self, ids: IdArray, lengths: IdArray) -> tuple[FloatArray, FloatArray]:

@@ -31,6 +31,29 @@ def test_export_lists_program_and_onnx_with_hashes(exported: Exported) -> None:
     assert manifest["program"]["max_batch"] == 512
 
 
+def _devices_in_graph(program: object) -> set[str]:
+    import torch
+
+    found = set()
+    for node in program.graph.nodes:  # type: ignore[attr-defined]
+        if "device" in node.kwargs:  # a torch.device, or a str once moved
+            found.add(torch.device(node.kwargs["device"]).type)
+    return found
+
+
+def test_program_moved_to_another_device_keeps_no_cpu_constant(exported: Exported) -> None:
+    """The GPU paths move the exported graph, not just its weights: export records the
+    positions' ``arange(..., device=cpu)``, which made torch and AOTInductor on cuda fail
+    ("found two different devices cuda:0, cpu", seen on an H200). ``meta`` stands in for
+    cuda here, where no GPU is."""
+    from logsieve.engine.torch_backend import load_program, program_on
+
+    assert "cpu" in _devices_in_graph(load_program(exported.bundle))
+    moved = program_on(exported.bundle, "meta")
+    assert _devices_in_graph(moved) == {"meta"}
+    assert all(p.device.type == "meta" for p in moved.state_dict.values())
+
+
 def test_onnx_inputs_are_named_and_dynamic(exported: Exported) -> None:
     import onnx
 
