@@ -28,7 +28,7 @@ from logsieve.errors import BackendUnavailable, BundleError, ConfigError
 
 from .base import EngineInfo, FloatArray, IdArray, add_engine_file, check_inputs
 from .devices import device_tag
-from .torch_backend import check_device, program_on
+from .torch_backend import check_device, indexed, program_on
 
 __all__ = ["INDUCTOR_CONFIGS", "AotiEngine", "artifact_name", "build"]
 
@@ -58,6 +58,7 @@ def _program_for(bundle: Bundle, device: str, precision: str) -> torch.export.Ex
     limits = bundle.manifest.get("program", {})
     max_batch, max_len = int(limits["max_batch"]), int(limits["max_len"])
     module = program.module().half()
+    device = str(indexed(device))
     ids = torch.full((3, min(7, max_len)), 4, dtype=torch.int64, device=device)
     lengths = torch.tensor([ids.shape[1], 3, 2], dtype=torch.int64, device=device)
     batch = torch.export.Dim("batch", min=1, max=max_batch)

@@ -14,7 +14,7 @@ from logsieve.errors import BackendUnavailable, BundleError, ConfigError
 
 from .base import EngineInfo, FloatArray, IdArray, check_inputs
 
-__all__ = ["TorchEngine", "check_device", "load_program", "program_on"]
+__all__ = ["TorchEngine", "check_device", "indexed", "load_program", "program_on"]
 
 
 def check_device(device: str) -> torch.device:
@@ -50,7 +50,17 @@ def program_on(bundle: Bundle, device: str) -> torch.export.ExportedProgram:
         return program
     from torch.export.passes import move_to_device_pass
 
-    return move_to_device_pass(program, device)
+    # With an index: the graph's tensor-metadata asserts compare "cuda" with "cuda:0"
+    # literally, and AOTInductor refuses the mismatch.
+    return move_to_device_pass(program, str(indexed(device)))
+
+
+def indexed(device: str) -> torch.device:
+    """``cuda`` → ``cuda:<current>``; other devices unchanged."""
+    target = torch.device(device)
+    if target.type == "cuda" and target.index is None:
+        return torch.device("cuda", torch.cuda.current_device())
+    return target
 
 
 class TorchEngine:
