@@ -14,6 +14,9 @@ outputs are cast back to float32 at this edge.
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
 import tempfile
 import time
 import warnings
@@ -30,12 +33,14 @@ from .base import EngineInfo, FloatArray, IdArray, add_engine_file, check_inputs
 from .devices import device_tag
 from .torch_backend import check_device, indexed, program_on
 
-__all__ = ["INDUCTOR_CONFIGS", "AotiEngine", "artifact_name", "build"]
+__all__ = ["INDUCTOR_CONFIGS", "AotiEngine", "artifact_name", "build", "verify_in_child"]
 
 # Freezing folds the weights into the graph as constants, which lets Inductor prepack
 # the Linear weights for oneDNN on CPU (a first, loaded measurement: 1.29 s vs 1.7 s per
-# 256 HDFS windows without it; bench/RESULTS.md has the interleaved figures).
-INDUCTOR_CONFIGS: dict[str, object] = {"freezing": True}
+# 256 HDFS windows without it; bench/RESULTS.md has the interleaved figures). CPU only:
+# prepacking is a CPU gain, and the one CUDA package built with it (H200, torch 2.11)
+# crashed its loader; whether freezing was the cause is not established.
+INDUCTOR_CONFIGS: dict[str, dict[str, object]] = {"cpu": {"freezing": True}, "cuda": {}}
 
 
 def artifact_name(device: str, precision: str) -> str:
@@ -84,13 +89,16 @@ def build(bundle: Bundle, *, device: str = "cpu", precision: str = "fp32") -> Bu
                 warnings.simplefilter("ignore", DeprecationWarning)
                 warnings.simplefilter("ignore", FutureWarning)
                 torch._inductor.aoti_compile_and_package(
-                    program, package_path=str(out), inductor_configs=INDUCTOR_CONFIGS
+                    program,
+                    package_path=str(out),
+                    inductor_configs=INDUCTOR_CONFIGS[torch.device(device).type],
                 )
         except Exception as exc:  # a C++ toolchain problem surfaces here
             raise BackendUnavailable(
                 f"AOTInductor could not compile for {device} ({type(exc).__name__}: {exc}); "
                 "it needs a C++ compiler (gcc/g++) and, for CUDA, the CUDA toolkit"
             ) from None
+        verify_in_child(out, device)
         entry: dict[str, object] = {
             "backend": "aoti",
             "precision": precision,
@@ -99,6 +107,43 @@ def build(bundle: Bundle, *, device: str = "cpu", precision: str = "fp32") -> Bu
             "build_seconds": round(time.perf_counter() - t0, 1),
         }
         return add_engine_file(bundle, name, out, entry)
+
+
+# Loads the package and scores one batch; run in a child so that a crash stays there.
+_PROBE = """
+import sys, torch
+runner = torch._inductor.aoti_load_package(sys.argv[1])
+ids = torch.full((2, 5), 4, dtype=torch.int64, device=sys.argv[2])
+scores, _ = runner(ids, torch.tensor([5, 3], dtype=torch.int64, device=sys.argv[2]))
+assert bool(torch.isfinite(scores).all()), scores
+"""
+
+
+def verify_in_child(package: Path, device: str, timeout_s: float = 600.0) -> None:
+    """Load ``package`` and score a batch in a separate Python process before the bundle
+    lists it. A compiled package that crashes its loader (an AOTInductor CUDA package
+    segfaulted in ``aoti_load_package`` on an H200 with torch 2.11; bench/RESULTS.md)
+    must fail the build with a clear error, not take a server down later."""
+    try:
+        child = subprocess.run(
+            [sys.executable, "-c", _PROBE, str(package), str(indexed(device))],
+            capture_output=True, text=True, timeout=timeout_s, check=False,
+        )  # fmt: skip
+    except subprocess.TimeoutExpired:
+        raise BackendUnavailable(
+            f"AOTInductor package for {device} did not load and run within {timeout_s:.0f} s"
+        ) from None
+    if child.returncode != 0:
+        how = (
+            f"crashed ({signal.Signals(-child.returncode).name})"
+            if child.returncode < 0
+            else f"failed (exit {child.returncode})"
+        )
+        last = (child.stderr.strip().splitlines() or ["no output"])[-1]
+        raise BackendUnavailable(
+            f"AOTInductor package for {device} compiled, but loading and running it {how}: "
+            f"{last[:300]}; not added to the bundle (use --backend torch or onnxruntime)"
+        )
 
 
 class AotiEngine:

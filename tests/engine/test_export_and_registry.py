@@ -177,3 +177,24 @@ def test_export_cli_and_score_with_an_engine(exported: Exported, tmp_path: Path)
     )
     assert result.exit_code == 0, result.output
     assert "engines/ort-int8.onnx" in open_bundle(copy).manifest["files"]
+
+
+def test_aoti_build_refuses_a_package_that_does_not_load(tmp_path: Path) -> None:
+    from logsieve.engine.aoti_backend import verify_in_child
+
+    bad = tmp_path / "package.pt2"
+    bad.write_bytes(b"PK\x03\x04 not a package")
+    with pytest.raises(BackendUnavailable, match=r"loading and running it failed \(exit 1\)"):
+        verify_in_child(bad, "cpu")
+
+
+def test_aoti_build_reports_a_loader_that_crashes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The crash seen on an H200 (SIGSEGV inside aoti_load_package), reproduced by a child
+    that really dies of SIGSEGV: the build fails with the signal named, this process lives."""
+    from logsieve.engine import aoti_backend
+
+    monkeypatch.setattr(aoti_backend, "_PROBE", "import os, signal; os.kill(os.getpid(), 11)")
+    with pytest.raises(BackendUnavailable, match=r"crashed \(SIGSEGV\).*not added to the bundle"):
+        aoti_backend.verify_in_child(tmp_path / "package.pt2", "cpu")
