@@ -9,6 +9,7 @@
 # by git) and a copy of the real data the checks read in .devdata/ (ignored; never
 # committed): hdfs/sessions and the first 1,100 lines of bgl/windows/train.jsonl.
 #   .venv/bin/pip wheel --no-deps -w .whl drain3 jsonpickle cachetools fluent-logger pytest-asyncio
+# K and BENCH_K narrow the test and benchmark selections (pytest -k).
 # Call: run(command="bash bench/gpu_check.sh", carry=[".whl", ".devdata"]).
 set -uo pipefail
 OUT=${OUT:-/tmp/gpu-check}
@@ -26,11 +27,11 @@ export PYTHONPATH="$PWD:/tmp/site" LOGSIEVE_DATA="$PWD/.devdata"
   g++ --version | head -1; nproc; } 2>&1 | tee "$OUT/machine.txt"
 
 # -W default: warnings of this machine's torch build are reported, not turned into errors.
-timeout 280 python3 -m pytest tests/engine -k cuda -p no:cacheprovider --basetemp=/tmp/engt \
+timeout 280 python3 -m pytest tests/engine -k "${K:-cuda}" -p no:cacheprovider --basetemp=/tmp/engt \
     -W default -rA --durations=8 2>&1 | tee "$OUT/tests.log"
 BUNDLE=/tmp/engt/engine0/bundle  # the suite's bundle: trained on real HDFS, engines built
 timeout 90 python3 bench/engine_parity.py "$BUNDLE" --device cuda 2>&1 | tee "$OUT/parity.md"
 LOGSIEVE_BENCH_BUNDLE=$BUNDLE LOGSIEVE_BENCH_THREADS=${LOGSIEVE_BENCH_THREADS:-2} \
     timeout 200 python3 -m pytest bench/test_engine_bench.py -p no:cacheprovider -W default \
-    -k "cuda or torch-eager or gpu_order" -s --benchmark-columns=min,mean,ops \
+    -k "${BENCH_K:-cuda or torch-eager or gpu_order}" -s --benchmark-columns=min,mean,ops \
     --benchmark-json="$OUT/bench.json" 2>&1 | tee "$OUT/bench.log"
