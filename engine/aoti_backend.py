@@ -38,8 +38,8 @@ __all__ = ["INDUCTOR_CONFIGS", "AotiEngine", "artifact_name", "build", "verify_i
 # Freezing folds the weights into the graph as constants, which lets Inductor prepack
 # the Linear weights for oneDNN on CPU (a first, loaded measurement: 1.29 s vs 1.7 s per
 # 256 HDFS windows without it; bench/RESULTS.md has the interleaved figures). CPU only:
-# prepacking is a CPU gain, and the one CUDA package built with it (H200, torch 2.11)
-# crashed its loader; whether freezing was the cause is not established.
+# prepacking is a CPU gain. (CUDA packages crashed their loader on an H200 with torch
+# 2.11 with and without freezing: not the cause.)
 INDUCTOR_CONFIGS: dict[str, dict[str, object]] = {"cpu": {"freezing": True}, "cuda": {}}
 
 
