@@ -17,8 +17,10 @@ $(BIN)/logsieve: pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	@touch $@
 
+# A test that hangs (a socket never answered, an event loop never woken) fails after
+# 15 minutes with its stack printed, instead of holding CI until its own limit.
 test: setup
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q --timeout 900
 
 bench: setup
 	$(BIN)/pytest bench -q --benchmark-columns=min,mean,median,ops --benchmark-sort=name
