@@ -139,6 +139,20 @@ def test_integer_map_keys_are_allowed() -> None:
     assert frames[0].obj == {1: b"a", b"b": 2}
 
 
+def test_ext_values_come_out_as_msgpack_ext_types_and_timestamps() -> None:
+    """The unpacker's cheaper ext hook builds the very ``ExtType`` msgpack would."""
+    ts = msgpack.Timestamp(5, 6)
+    obj = [msgpack.ExtType(0, b"\0\0\0\1\0\0\0\2"), {"k": msgpack.ExtType(5, b"xyz")}, ts]
+    decoder = FrameDecoder(ForwardLimits())
+    decoder.feed(packb(obj))
+    (frame,) = list(decoder)
+    assert frame.obj == msgpack.unpackb(packb(obj), raw=True)  # msgpack's own ExtType
+    ext0, record, stamp = frame.obj  # raw=True: the key "k" is bytes
+    assert type(ext0) is msgpack.ExtType and (ext0.code, ext0.data) == (0, obj[0].data)
+    assert type(record[b"k"]) is msgpack.ExtType and record[b"k"].code == 5
+    assert stamp == ts and type(stamp) is msgpack.Timestamp
+
+
 def test_empty_feed_is_a_no_op() -> None:
     decoder = FrameDecoder()
     decoder.feed(b"")
