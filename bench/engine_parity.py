@@ -21,23 +21,12 @@ from pathlib import Path
 import numpy as np
 
 from logsieve.bundle import open_bundle
-from logsieve.engine import build_engine, load_engine, score_windows
+from logsieve.engine import COMBINATIONS, build_engine, load_engine, score_windows
 from logsieve.engine.ort_backend import INT8_FILE
 from logsieve.errors import BackendUnavailable, BundleError, ConfigError
 from logsieve.export.prepare import prepare
 from tests.conftest import data_dir
 from tests.engine.conftest import N_PARITY, eager_reference
-
-CASES = [
-    ("torch", "fp32", "cpu"),
-    ("onnxruntime", "fp32", "cpu"),
-    ("onnxruntime", "int8", "cpu"),
-    ("aoti", "fp32", "cpu"),
-    ("torch", "fp32", "cuda"),
-    ("aoti", "fp32", "cuda"),
-    ("aoti", "fp16", "cuda"),
-    ("tensorrt", "fp16", "cuda"),
-]
 
 
 def main(bundle_path: Path, data: Path, devices: tuple[str, ...] = ("cpu", "cuda")) -> None:
@@ -53,7 +42,7 @@ def main(bundle_path: Path, data: Path, devices: tuple[str, ...] = ("cpu", "cuda
     print("| backend | max rel. score error | median | max abs. token-prob error "
           "| identical verdicts | build + load s |")  # fmt: skip
     print("| --- | ---: | ---: | ---: | ---: | ---: |")
-    for backend, precision, device in CASES:
+    for backend, precision, device in COMBINATIONS:
         if device not in devices:
             continue
         label = f"{backend} {precision} {device}"

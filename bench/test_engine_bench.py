@@ -33,24 +33,14 @@ import pytest
 import torch
 
 from logsieve.bundle import Bundle, open_bundle
-from logsieve.engine import Engine, build_engine, load_engine, score_windows
+from logsieve.engine import COMBINATIONS, Engine, build_engine, load_engine, score_windows
 from logsieve.export.fastlogad import EagerEngine
 
 THREADS = int(os.environ.get("LOGSIEVE_BENCH_THREADS", "1"))
 N_WINDOWS = {1: 64, 64: 512, 256: 1024}  # windows scored per round, by batch size
-BACKENDS = [
-    ("torch-eager", "fp32", "cpu"),
-    ("torch", "fp32", "cpu"),
-    ("onnxruntime", "fp32", "cpu"),
-    ("onnxruntime", "int8", "cpu"),
-    ("aoti", "fp32", "cpu"),
-    # GPU rows (skipped without a CUDA GPU): "torch" on cuda is the exported program run
-    # eagerly on the GPU, the reference for the compiled GPU backends.
-    ("torch", "fp32", "cuda"),
-    ("aoti", "fp32", "cuda"),
-    ("aoti", "fp16", "cuda"),
-    ("tensorrt", "fp16", "cuda"),
-]
+# torch eager (the nn.Module from model.pt) is the reference, then every combination;
+# "torch" on cuda, the exported program run eagerly on the GPU, is the GPU reference.
+BACKENDS = [("torch-eager", "fp32", "cpu"), *COMBINATIONS]
 
 
 @pytest.fixture(scope="session")

@@ -6,12 +6,13 @@ bucketing. Importing this package does not import torch (the ONNX Runtime path
 never needs it); backends that do import it load lazily.
 """
 
-from .base import BACKENDS, PRECISIONS, Engine, EngineInfo
+from .base import BACKENDS, COMBINATIONS, PRECISIONS, Engine, EngineInfo
 from .batching import score_windows
 from .registry import build_engine, load_engine
 
 __all__ = [
     "BACKENDS",
+    "COMBINATIONS",
     "PRECISIONS",
     "Engine",
     "EngineInfo",

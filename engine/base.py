@@ -24,6 +24,7 @@ from logsieve.errors import ConfigError
 
 __all__ = [
     "BACKENDS",
+    "COMBINATIONS",
     "PRECISIONS",
     "Engine",
     "EngineInfo",
@@ -38,6 +39,18 @@ FloatArray = npt.NDArray[np.float32]
 
 BACKENDS = ("tensorrt", "aoti", "onnxruntime", "torch")
 PRECISIONS = ("fp32", "fp16", "int8")
+# Every (backend, precision, device) combination this package builds and runs; the one
+# list the backend test suite, the engine benchmark and the parity report iterate over.
+COMBINATIONS: tuple[tuple[str, str, str], ...] = (
+    ("torch", "fp32", "cpu"),
+    ("onnxruntime", "fp32", "cpu"),
+    ("onnxruntime", "int8", "cpu"),
+    ("aoti", "fp32", "cpu"),
+    ("torch", "fp32", "cuda"),
+    ("aoti", "fp32", "cuda"),
+    ("aoti", "fp16", "cuda"),
+    ("tensorrt", "fp16", "cuda"),
+)
 
 
 @dataclass(frozen=True)

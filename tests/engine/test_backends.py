@@ -12,22 +12,12 @@ import importlib.util
 import numpy as np
 import pytest
 
-from logsieve.engine import Engine, build_engine, load_engine, score_windows
+from logsieve.engine import COMBINATIONS, Engine, build_engine, load_engine, score_windows
 from logsieve.engine.batching import bucket_width, pad
 from logsieve.errors import ConfigError
 
 from .conftest import Exported
 
-CASES = [
-    ("torch", "fp32", "cpu"),
-    ("onnxruntime", "fp32", "cpu"),
-    ("onnxruntime", "int8", "cpu"),
-    ("aoti", "fp32", "cpu"),
-    ("torch", "fp32", "cuda"),
-    ("aoti", "fp32", "cuda"),
-    ("aoti", "fp16", "cuda"),
-    ("tensorrt", "fp16", "cuda"),
-]
 TOLERANCE = {"fp32": 1e-4, "fp16": 2e-2, "int8": 2e-2}
 PROB_TOLERANCE = {"fp32": 1e-4, "fp16": 2e-2, "int8": 5e-2}  # absolute, on probabilities
 
@@ -46,7 +36,7 @@ def _skip_reason(backend: str, device: str) -> str | None:
     return None
 
 
-@pytest.fixture(scope="module", params=CASES, ids=lambda c: "-".join(c))
+@pytest.fixture(scope="module", params=COMBINATIONS, ids=lambda c: "-".join(c))
 def engine(request: pytest.FixtureRequest, exported: Exported) -> Engine:
     backend, precision, device = request.param
     reason = _skip_reason(backend, device)
