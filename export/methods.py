@@ -154,7 +154,8 @@ class Method:
 
 
 def _epochs(opt: EvalOptions, default: int) -> int:
-    return opt.epochs if opt.epochs is not None else default
+    """The method's epoch count, capped by ``opt.epochs`` (a cap never adds epochs)."""
+    return default if opt.epochs is None else min(opt.epochs, default)
 
 
 # ---------------------------------------------------------------- FastLogAD

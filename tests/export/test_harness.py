@@ -186,3 +186,11 @@ def test_hdfs_sessions_smallest(shared_data: Path) -> None:
     assert default["n_test"] == len(data.test) and default["n_test_anomalous"] > 0
     assert 0.0 <= default["projected_f1"] <= 1.0
     assert default["roc_auc"] > 0.5  # count vectors separate HDFS anomalies somewhat
+
+
+def test_epochs_option_caps_and_never_raises_a_methods_epochs() -> None:
+    from logsieve.export.methods import _epochs
+
+    assert _epochs(EvalOptions(), 300) == 300
+    assert _epochs(EvalOptions(epochs=10), 300) == 10
+    assert _epochs(EvalOptions(epochs=50), 20) == 20
