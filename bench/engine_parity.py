@@ -21,8 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from logsieve.bundle import open_bundle
-from logsieve.engine import COMBINATIONS, build_engine, load_engine, score_windows
-from logsieve.engine.ort_backend import INT8_FILE
+from logsieve.engine import COMBINATIONS, load_engine, score_windows
 from logsieve.errors import BackendUnavailable, BundleError, ConfigError
 from logsieve.export.prepare import prepare
 from tests.conftest import data_dir
@@ -48,9 +47,7 @@ def main(bundle_path: Path, data: Path, devices: tuple[str, ...] = ("cpu", "cuda
         label = f"{backend} {precision} {device}"
         try:
             t0 = time.perf_counter()
-            if precision == "int8" and INT8_FILE not in open_bundle(bundle_path).manifest["files"]:
-                build_engine(bundle_path, backend, precision=precision, device=device)
-            engine = load_engine(  # builds a missing AOTI package or TensorRT plan
+            engine = load_engine(  # builds a missing compiled artifact first
                 bundle_path, backend, precision=precision, device=device, build_missing=True
             )
             built = time.perf_counter() - t0

@@ -33,7 +33,7 @@ import pytest
 import torch
 
 from logsieve.bundle import Bundle, open_bundle
-from logsieve.engine import COMBINATIONS, Engine, build_engine, load_engine, score_windows
+from logsieve.engine import COMBINATIONS, Engine, load_engine, score_windows
 from logsieve.export.fastlogad import EagerEngine
 
 THREADS = int(os.environ.get("LOGSIEVE_BENCH_THREADS", "1"))
@@ -67,23 +67,6 @@ def bench_bundle(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) ->
 
         bundle = export_bundle(bundle.path)
     return bundle
-
-
-def _artifact(backend: str, precision: str, device: str) -> str | None:
-    """The compiled file ``backend`` needs in the bundle, or None (nothing to build)."""
-    if backend == "onnxruntime" and precision == "int8":
-        from logsieve.engine.ort_backend import INT8_FILE
-
-        return INT8_FILE
-    if backend == "aoti":
-        from logsieve.engine.aoti_backend import artifact_name
-
-        return artifact_name(device, precision)
-    if backend == "tensorrt":
-        from logsieve.engine.trt_backend import artifact_name as trt_name
-
-        return trt_name(device, precision)
-    return None
 
 
 def _skip_reason(backend: str, device: str) -> str | None:
@@ -131,12 +114,10 @@ def _runner(
     if backend == "torch-eager":
         engine: Engine = EagerEngine(bundle, int(bundle.manifest["program"]["max_batch"]))
     else:
-        name = _artifact(backend, precision, device)
-        if name and name not in open_bundle(bundle.path).manifest["files"]:
-            build_engine(bundle.path, backend, precision=precision, device=device)
         engine = load_engine(
-            bundle.path, backend, precision=precision, device=device, threads=THREADS
-        )
+            bundle.path, backend, precision=precision, device=device, threads=THREADS,
+            build_missing=True,
+        )  # fmt: skip
     return lambda ws, batch: score_windows(engine, ws, batch_size=batch)
 
 

@@ -63,11 +63,14 @@ class OrtEngine:
         precision: str = "fp32",
         device: str = "cpu",
         threads: int | None = None,
+        build_missing: bool = False,
     ) -> None:
         ort = _ort()
         if precision not in ("fp32", "int8"):
             raise ConfigError("precision", precision, "'fp32' or 'int8' for onnxruntime")
         artifact = "model.onnx" if precision == "fp32" else INT8_FILE
+        if artifact == INT8_FILE and artifact not in bundle.manifest["files"] and build_missing:
+            bundle = build_int8(bundle)  # model.onnx itself comes from export, not from here
         if artifact not in bundle.manifest["files"]:
             hint = (
                 "logsieve export --bundle B"

@@ -65,7 +65,9 @@ def load_engine(
     build_missing: bool = False,
 ) -> Engine:
     """An engine for ``bundle``. ``auto`` follows the module's order; a named backend
-    either loads or raises :class:`BackendUnavailable`/:class:`BundleError` saying why."""
+    either loads or raises :class:`BackendUnavailable`/:class:`BundleError` saying why.
+    ``build_missing``: build a missing compiled artifact (AOTI package, TensorRT plan,
+    ONNX Runtime int8 model) into the bundle first instead of raising."""
     b = _open(bundle)
     if b.detector not in ("fastlogad", "adalog"):  # both export the same (ids, lengths) I/O
         raise BundleError(f"{b.path}: engines serve fastlogad and adalog bundles, not {b.detector}")
@@ -81,7 +83,7 @@ def load_engine(
     if backend == "onnxruntime":
         from .ort_backend import OrtEngine
 
-        return OrtEngine(b, **kwargs)
+        return OrtEngine(b, build_missing=build_missing, **kwargs)
     if backend == "torch":
         from .torch_backend import TorchEngine
 

@@ -107,6 +107,13 @@ def test_missing_artifacts_say_how_to_build(exported: Exported, tmp_path: Path) 
         load_engine(copy, "aoti", device="cpu", precision="fp32")
 
 
+def test_build_missing_builds_the_int8_model(exported: Exported, tmp_path: Path) -> None:
+    copy = _copy_without(exported.bundle.path, tmp_path / "b", ("engines/",))
+    engine = load_engine(copy, "onnxruntime", precision="int8", build_missing=True)
+    assert engine.info.artifact == "engines/ort-int8.onnx"
+    assert "engines/ort-int8.onnx" in open_bundle(copy).manifest["files"]
+
+
 def test_unexported_bundle_says_run_export(exported: Exported, tmp_path: Path) -> None:
     copy = _copy_without(exported.bundle.path, tmp_path / "b", ("program.pt2", "model.onnx"))
     with pytest.raises(BundleError, match=r"model\.onnx"):
