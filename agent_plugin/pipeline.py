@@ -7,7 +7,8 @@
                                        bounded queue ◄────┘   (put awaits when full)
                                              │ batcher: batch_size windows or max_wait_ms
                                              ▼
-                         engine.score in a worker thread (the loop stays responsive)
+                         engine.score in a worker thread (the loop stays responsive;
+                         by default the engine runs in a child: engine_worker.py)
                                              │ ScoredWindow
                                              ▼
                          FlagBuilder → upstream.send(flag_tag, flag)   (+ verdicts, pass-through)
@@ -43,6 +44,7 @@ from logsieve.logs.records import LogRecord
 from logsieve.logs.templates import TemplateMatcher
 from logsieve.logs.windows import Window
 
+from .engine_worker import EngineWorker
 from .flags import FlagBuilder, Verdict, enrich
 from .forward import LogRecord as ForwardRecord
 from .forward import RecordBatch
@@ -85,7 +87,7 @@ class StreamingPipeline:
         self,
         config: PipelineConfig,
         bundle: Bundle,
-        engine: Engine,
+        engine: Engine | EngineWorker,
         upstream: FlagSender,
         metrics: PipelineMetrics | None = None,
         *,

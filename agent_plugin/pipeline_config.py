@@ -38,6 +38,9 @@ class PipelineConfig:
         backend: Engine backend (``auto`` picks the fastest one here; on CPU that is
             ONNX Runtime, which does not import torch).
         engine_threads: Intra-op threads of the engine (None: the backend's default).
+        engine_process: Run the engine in a child process (the default), so scoring
+            never waits on the event loop for the GIL; False keeps it in a thread of
+            the server process (one process, less memory, slower under load).
         batch_size: Most windows per engine call.
         max_wait_ms: Longest a closed window waits for its batch to fill.
         queue_size: Closed windows queued for the engine. When full, ``put`` waits,
@@ -66,6 +69,7 @@ class PipelineConfig:
     host_fields: tuple[str, ...] = ("host", "hostname")
     backend: str = "auto"
     engine_threads: int | None = None
+    engine_process: bool = True
     batch_size: int = 256
     max_wait_ms: float = 20.0
     queue_size: int = 1024
@@ -110,7 +114,7 @@ class PipelineConfig:
             value = getattr(self, name)
             if not_finite_number(value) or value <= 0:
                 raise ConfigError(f"{_SECTION}.{name}", value, "a positive number of seconds")
-        for name in ("every_verdict", "pass_through"):
+        for name in ("engine_process", "every_verdict", "pass_through"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{_SECTION}.{name}", getattr(self, name), "true or false")
         if not isinstance(self.flag_tag, str) or not self.flag_tag:

@@ -18,6 +18,7 @@ from logsieve.logs.pipeline import Event
 from logsieve.logs.vocab import Vocab
 from logsieve.logs.windows import Window
 
+from .engine_worker import EngineWorker
 from .flags import ScoredWindow
 
 __all__ = ["WindowScorer"]
@@ -27,9 +28,13 @@ UNKNOWN_TEMPLATE = "[UNK]"
 
 @dataclass(frozen=True)
 class WindowScorer:
-    """Scores closed windows with one engine and one bundle's vocabulary and threshold."""
+    """Scores closed windows with one engine and one bundle's vocabulary and threshold.
 
-    engine: Engine
+    ``engine`` is an engine in this process, or an :class:`~.engine_worker.EngineWorker`
+    that runs the same scoring function in a child process.
+    """
+
+    engine: Engine | EngineWorker
     vocab: Vocab
     log_config: LogConfig
     threshold: float
@@ -46,13 +51,13 @@ class WindowScorer:
         """One :class:`ScoredWindow` per window, in order (empty input: no engine call)."""
         if not windows:
             return []
-        scored = score_template_windows(
-            self.engine,
-            self.vocab,
-            self.log_config,
-            [[e.template_id for e in w.items] for w in windows],
-            self.batch_size,
-        )
+        ids = [[e.template_id for e in w.items] for w in windows]
+        if isinstance(self.engine, EngineWorker):
+            scored = self.engine.score_ids(ids)
+        else:
+            scored = score_template_windows(
+                self.engine, self.vocab, self.log_config, ids, self.batch_size
+            )
         out: list[ScoredWindow] = []
         for w, (score, per_line) in zip(windows, scored, strict=True):
             out.append(

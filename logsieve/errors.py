@@ -36,6 +36,10 @@ class ConfigError(LogsieveError, ValueError):
         self.allowed = allowed
         super().__init__(f"{field}={value!r}: {allowed}")
 
+    def __reduce__(self) -> tuple[type[ConfigError], tuple[str, object, str]]:
+        # Picklable, so an engine process can hand it to the server unchanged.
+        return type(self), (self.field, self.value, self.allowed)
+
 
 class DataError(LogsieveError, ValueError):
     """An input file or record cannot be read as the format it claims to be."""

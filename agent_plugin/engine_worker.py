@@ -1,0 +1,208 @@
+"""The engine in a child process, so scoring never competes with the event loop for the GIL.
+
+Why a process and not the worker thread alone: the event loop is busy Python at full
+load, and a scoring thread beside it has to win the GIL back after every engine call
+and for its own per-window Python (encoding windows, slicing per-line probabilities).
+Measured in the same process, 256 HDFS windows took 47 ms to score next to one busy
+Python thread against 14 ms alone (bench/RESULTS.md, issue 5). In a child, the whole
+of :func:`~logsieve.engine.windows.score_template_windows` runs on its own interpreter;
+the parent pays one pickle of template ids out and one of ``(score, per-line probs)``
+back per batch.
+
+::
+
+    worker = EngineWorker(bundle.path, "auto")   # blocks until loaded; threads: cores - 1
+    worker.info                     # the child's EngineInfo (backend, precision, ...)
+    worker.score_ids([[3, 4, 4], [3, 9]])   # -> [(score, [p, p, p]), (score, [p, p])]
+    worker.close()
+
+``score_ids`` is called from one thread at a time (the pipeline's single engine
+thread). If the child dies mid-batch (killed, out of memory), it is restarted and the
+batch retried once; a second failure raises :class:`EngineWorkerError` and the
+pipeline counts those windows as failed, as it would for an in-process engine error.
+The child ignores SIGINT/SIGTERM: a Ctrl-C or a process-group SIGTERM must not kill
+the engine while the parent is still flushing open windows through it. It exits when
+the parent closes the pipe or dies (end of file on its side).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import multiprocessing
+import os
+import pickle
+import signal
+import threading
+from collections.abc import Sequence
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+from logsieve.engine import EngineInfo
+from logsieve.errors import LogsieveError
+
+__all__ = ["EngineWorker", "EngineWorkerError"]
+
+log = logging.getLogger(__name__)
+
+Scored = list[tuple[float, list[float]]]
+
+
+class EngineWorkerError(LogsieveError, RuntimeError):
+    """The engine process failed to start, died twice on one batch, or was closed."""
+
+
+def _child(conn: Connection, bundle_path: str, backend: str, threads: int, batch: int) -> None:
+    """Child main: load the bundle and engine, then answer batches until end of file."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    try:
+        from logsieve.bundle import open_bundle
+        from logsieve.engine import load_engine
+        from logsieve.engine.windows import score_template_windows
+
+        bundle = open_bundle(Path(bundle_path))
+        engine = load_engine(bundle, backend, threads=threads)
+        vocab, config = bundle.vocab, bundle.log_config
+        if vocab is None:
+            raise LogsieveError(f"{bundle_path}: the bundle has no vocabulary to encode windows")
+    except BaseException as exc:  # everything goes back to the parent, named
+        conn.send(("error", _portable(exc)))
+        return
+    conn.send(("ready", engine.info))
+    while True:
+        try:
+            windows = conn.recv()
+        except (EOFError, OSError):
+            return  # parent closed the pipe or died
+        if windows is None:
+            return
+        try:
+            reply: tuple[str, Any] = (
+                "ok",
+                score_template_windows(engine, vocab, config, windows, batch),
+            )
+        except Exception as exc:
+            reply = ("error", _portable(exc))
+        try:
+            conn.send(reply)
+        except (BrokenPipeError, OSError):
+            return
+
+
+def _portable(exc: BaseException) -> BaseException:
+    """``exc`` if it survives pickling (our errors do), else a LogsieveError naming it."""
+    try:
+        pickle.loads(pickle.dumps(exc))
+    except Exception:
+        return LogsieveError(f"{type(exc).__name__}: {exc}")
+    return exc
+
+
+class EngineWorker:
+    """One engine in a child process; see the module docstring."""
+
+    def __init__(
+        self,
+        bundle_path: Path,
+        backend: str = "auto",
+        *,
+        threads: int | None = None,
+        batch_size: int = 256,
+        start_timeout: float = 300.0,
+    ) -> None:
+        if threads is None:
+            # The server's event loop keeps one core busy by itself; an engine that
+            # also wants every core spins its pool against it (measured: no gain over
+            # the in-thread engine with 2 threads on 2 cores, +15-25% records/s with 1).
+            threads = max(1, (os.cpu_count() or 2) - 1)
+        self._args = (str(bundle_path), backend, threads, batch_size)
+        self._start_timeout = start_timeout
+        self._ctx = multiprocessing.get_context("spawn")  # fork would copy a loaded runtime
+        self._lock = threading.Lock()
+        self._conn: Connection | None = None
+        self._proc: multiprocessing.process.BaseProcess | None = None
+        self.restarts = 0
+        self.info: EngineInfo = self._spawn()
+
+    def _spawn(self) -> EngineInfo:
+        parent, child = self._ctx.Pipe(duplex=True)
+        proc = self._ctx.Process(
+            target=_child, args=(child, *self._args), name="logsieve-engine", daemon=True
+        )
+        proc.start()
+        child.close()
+        try:
+            if not parent.poll(self._start_timeout):
+                raise EngineWorkerError(
+                    f"engine process did not load {self._args[0]} within "
+                    f"{self._start_timeout:.0f} s"
+                )
+            kind, value = parent.recv()
+        except (EOFError, OSError):
+            proc.join(5)
+            kind, value = (
+                "error",
+                EngineWorkerError(
+                    f"engine process exited while loading {self._args[0]} (exit code {proc.exitcode})"
+                ),
+            )
+        except BaseException:
+            parent.close()
+            proc.kill()
+            raise
+        if kind != "ready":
+            parent.close()
+            proc.join(5)
+            raise value
+        self._conn, self._proc = parent, proc
+        return value
+
+    def score_ids(self, windows: Sequence[Sequence[int]]) -> Scored:
+        """``(score, per-line probabilities)`` per window of template ids, in order."""
+        if not windows:
+            return []
+        payload = [list(w) for w in windows]
+        with self._lock:
+            for attempt in (1, 2):
+                if self._conn is None:
+                    raise EngineWorkerError("engine process is closed")
+                try:
+                    self._conn.send(payload)
+                    kind, value = self._conn.recv()
+                except (EOFError, OSError) as exc:
+                    code = self._proc.exitcode if self._proc is not None else None
+                    if attempt == 2:
+                        raise EngineWorkerError(
+                            f"engine process died twice on a batch of {len(payload)} "
+                            f"window(s) (exit code {code})"
+                        ) from exc
+                    log.error("engine process died (exit code %s); restarting it", code)
+                    self._reap()
+                    self.restarts += 1
+                    self.info = self._spawn()
+                    continue
+                if kind == "ok":
+                    return value  # type: ignore[no-any-return]
+                raise value
+        raise AssertionError("unreachable")
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Stop the child (idempotent)."""
+        with self._lock:
+            if self._conn is not None:
+                with contextlib.suppress(OSError):
+                    self._conn.send(None)
+            self._reap(timeout)
+
+    def _reap(self, timeout: float = 5.0) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+        if self._proc is not None:
+            self._proc.join(timeout)
+            if self._proc.is_alive():
+                self._proc.kill()
+                self._proc.join(timeout)
+            self._proc = None

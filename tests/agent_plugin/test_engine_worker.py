@@ -1,0 +1,102 @@
+"""The engine in a child process: same scores as in-process, survives a killed child,
+names a bad bundle, ignores the signals the server handles, and is the serving default."""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+import pytest
+
+from logsieve.agent_plugin.engine_worker import EngineWorker, EngineWorkerError
+from logsieve.agent_plugin.pipeline_config import PipelineConfig
+from logsieve.bundle import Bundle
+from logsieve.engine import Engine
+from logsieve.engine.windows import score_template_windows
+from logsieve.errors import BundleError, ConfigError
+
+WINDOWS = [[0, 1, 2], [3], [1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1], [2, 0]]
+
+
+@pytest.fixture(scope="module")
+def worker(tiny_bundle: Bundle) -> EngineWorker:
+    w = EngineWorker(tiny_bundle.path, "onnxruntime", threads=1)
+    yield w  # type: ignore[misc]
+    w.close()
+
+
+def _pid(worker: EngineWorker) -> int:
+    assert worker._proc is not None and worker._proc.pid is not None
+    return worker._proc.pid
+
+
+def test_scores_match_the_in_process_engine(
+    worker: EngineWorker, tiny_bundle: Bundle, tiny_engine: Engine
+) -> None:
+    assert tiny_bundle.vocab is not None
+    expected = score_template_windows(
+        tiny_engine, tiny_bundle.vocab, tiny_bundle.log_config, WINDOWS, 256
+    )
+    got = worker.score_ids(WINDOWS)
+    assert [len(p) for _, p in got] == [len(w) for w in WINDOWS]
+    for (s, p), (es, ep) in zip(got, expected, strict=True):
+        assert s == pytest.approx(es, rel=1e-6)
+        assert p == pytest.approx(ep, rel=1e-6, abs=1e-7)
+    assert worker.info.label == "onnxruntime-fp32-cpu"
+    assert worker.score_ids([]) == []
+
+
+def test_child_ignores_sigterm_and_sigint(worker: EngineWorker) -> None:
+    """A process-group signal must not kill the engine while the server flushes windows."""
+    pid = _pid(worker)
+    os.kill(pid, signal.SIGTERM)
+    os.kill(pid, signal.SIGINT)
+    assert len(worker.score_ids(WINDOWS)) == len(WINDOWS)
+    assert _pid(worker) == pid and worker.restarts == 0
+
+
+def test_killed_child_is_restarted_and_the_batch_retried(worker: EngineWorker) -> None:
+    before = worker.score_ids(WINDOWS)
+    pid = _pid(worker)
+    os.kill(pid, signal.SIGKILL)
+    assert worker.score_ids(WINDOWS) == before
+    assert worker.restarts == 1 and _pid(worker) != pid
+
+
+def test_an_engine_error_comes_back_and_the_child_goes_on(
+    worker: EngineWorker, tiny_bundle: Bundle, tiny_engine: Engine
+) -> None:
+    assert tiny_bundle.vocab is not None
+    bad = [["not a template id"]]
+    with pytest.raises(Exception) as in_process:
+        score_template_windows(tiny_engine, tiny_bundle.vocab, tiny_bundle.log_config, bad)
+    with pytest.raises(in_process.type):
+        worker.score_ids(bad)  # type: ignore[arg-type]
+    assert len(worker.score_ids(WINDOWS)) == len(WINDOWS)
+
+
+def test_a_bad_bundle_fails_at_start_with_the_loaders_error(tmp_path: Path) -> None:
+    with pytest.raises(BundleError, match="manifest"):
+        EngineWorker(tmp_path, "onnxruntime")
+
+
+def test_a_bad_backend_fails_at_start(tiny_bundle: Bundle) -> None:
+    with pytest.raises(ConfigError, match="backend"):
+        EngineWorker(tiny_bundle.path, "nonesuch")
+
+
+def test_close_is_idempotent_and_final(tiny_bundle: Bundle) -> None:
+    w = EngineWorker(tiny_bundle.path, "onnxruntime", threads=1)
+    proc = w._proc
+    w.close()
+    w.close()
+    assert proc is not None and not proc.is_alive()
+    with pytest.raises(EngineWorkerError, match="closed"):
+        w.score_ids(WINDOWS)
+
+
+def test_serving_runs_the_engine_in_a_child_by_default() -> None:
+    assert PipelineConfig().engine_process is True
+    with pytest.raises(ConfigError, match="engine_process"):
+        PipelineConfig(engine_process="yes")  # type: ignore[arg-type]
