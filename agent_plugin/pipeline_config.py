@@ -37,7 +37,8 @@ class PipelineConfig:
             ``key_field``/``key_regex``.
         backend: Engine backend (``auto`` picks the fastest one here; on CPU that is
             ONNX Runtime, which does not import torch).
-        engine_threads: Intra-op threads of the engine (None: the backend's default).
+        engine_threads: Intra-op threads of the engine (None: cores - 1 in the engine
+            process, the backend's default in a thread).
         engine_process: Run the engine in a child process (the default), so scoring
             never waits on the event loop for the GIL; False keeps it in a thread of
             the server process (one process, less memory, slower under load).

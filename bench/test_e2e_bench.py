@@ -27,6 +27,10 @@ Three runs, one bundle:
    stage; the engine runs in its own thread and is taken from the pipeline's
    ``engine_seconds`` histogram instead.
 
+``test_e2e_engine_process_vs_thread`` compares, in interleaved max-rate rounds, the
+serving default (engine in a child process, raised GC thresholds) with the engine in a
+thread of the server under the default GC thresholds (how it served before).
+
 Targets (issue 5): >= 30k records/s sustained, p99 <= 250 ms at half that rate. They
 are printed and asserted (a miss fails with the measured figure, like the engine
 benchmark's target); ``LOGSIEVE_BENCH_ENFORCE=0`` only prints them.
@@ -103,16 +107,21 @@ def e2e_bundle(hdfs_20000: Path, tmp_path_factory: pytest.TempPathFactory) -> Bu
     return exported
 
 
-def _settings(upstream_port: int) -> ServeSettings:
+def _settings(upstream_port: int, pipeline: dict[str, Any] | None = None) -> ServeSettings:
     return ServeSettings(
         server=ServerConfig(host="127.0.0.1", port=0, metrics_port=0, udp_heartbeat=False),
         upstream=UpstreamConfig(host="127.0.0.1", port=upstream_port, self_hostname="bench"),
-        pipeline=PipelineConfig(backend="onnxruntime", flush_timeout=30.0),
+        pipeline=PipelineConfig(backend="onnxruntime", flush_timeout=30.0, **(pipeline or {})),
     )
 
 
 async def _run(
-    bundle: Bundle, data: Path, rate: float, duration: float, profile: bool
+    bundle: Bundle,
+    data: Path,
+    rate: float,
+    duration: float,
+    profile: bool,
+    pipeline: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """One served run driven by the loadgen subprocess; returns its figures."""
     closed: dict[tuple[str, float], float] = {}
@@ -127,7 +136,7 @@ async def _run(
 
     rx = FlagReceiver(on_record=arrived)
     await rx.start()
-    service = Service(_settings(rx.port), bundle)
+    service = Service(_settings(rx.port, pipeline), bundle)
     pipe = service.pipeline
     enqueue, builder = pipe._enqueue, pipe.builder
 
@@ -269,3 +278,32 @@ def test_e2e_sustained_rate_latency_and_stage_breakdown(
     if ENFORCE:
         assert rate >= TARGET_RATE, f"{rate:,.0f} records/s < {TARGET_RATE:,.0f}"
         assert p99 <= TARGET_P99, f"p99 {p99 * 1e3:.0f} ms > {TARGET_P99 * 1e3:.0f} ms"
+
+
+AB_ROUNDS = int(os.environ.get("LOGSIEVE_BENCH_AB_ROUNDS", "3"))
+
+
+def test_e2e_engine_process_vs_thread(
+    e2e_bundle: Bundle, hdfs_20000: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Max-rate records/s, engine in a child (default) vs in a thread with the default
+    GC thresholds, interleaved rounds so machine drift hits both; prints per-round
+    ratios and their median."""
+    from logsieve.agent_plugin import app
+
+    configs = {
+        "thread, gc default": ({"engine_process": False}, (700, 10, 10)),  # CPython's
+        "process, serving gc": ({"engine_process": True}, app.GC_THRESHOLD),
+    }
+    rates: dict[str, list[float]] = {name: [] for name in configs}
+    for _ in range(AB_ROUNDS):
+        for name, (pipeline, threshold) in configs.items():
+            monkeypatch.setattr(app, "GC_THRESHOLD", threshold)
+            run = asyncio.run(_run(e2e_bundle, hdfs_20000, 0.0, 8.0, False, pipeline))
+            assert run["load"]["records_acked"] == run["load"]["records_sent"] > 0
+            assert run["dropped"] == 0
+            rates[name].append(run["load"]["records_per_s_acked"])
+    old, new = rates.values()
+    ratios = [n / o for n, o in zip(new, old, strict=True)]
+    print("\n" + json.dumps({**rates, "ratio per round": ratios}, indent=2))
+    print(f"median ratio process/thread: {float(np.median(ratios)):.2f}x")
