@@ -142,12 +142,8 @@ class EngineWorker:
             kind, value = parent.recv()
         except (EOFError, OSError):
             proc.join(5)
-            kind, value = (
-                "error",
-                EngineWorkerError(
-                    f"engine process exited while loading {self._args[0]} (exit code {proc.exitcode})"
-                ),
-            )
+            died = f"engine process exited while loading {self._args[0]}"
+            kind, value = "error", EngineWorkerError(f"{died} (exit code {proc.exitcode})")
         except BaseException:
             parent.close()
             proc.kill()

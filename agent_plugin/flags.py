@@ -37,6 +37,7 @@ __all__ = [
     "VerdictLabel",
     "build_flag",
     "enrich",
+    "label_of",
     "make_flag_id",
     "verdict_of",
 ]
@@ -109,11 +110,15 @@ def make_flag_id(model_id: str, key: str, start: float, end: float) -> str:
     return hashlib.sha256(identity.encode("utf-8")).hexdigest()[:32]
 
 
+def label_of(window: ScoredWindow) -> VerdictLabel:
+    """``"anomaly"`` when the score is above the threshold, else ``"normal"``."""
+    return "anomaly" if window.score > window.threshold else "normal"
+
+
 def verdict_of(window: ScoredWindow, model_id: str) -> Verdict:
     """The window's verdict and its flag id."""
-    label: VerdictLabel = "anomaly" if window.score > window.threshold else "normal"
     flag_id = make_flag_id(model_id, window.key, window.start, window.end)
-    return Verdict(label, float(window.score), flag_id)
+    return Verdict(label_of(window), float(window.score), flag_id)
 
 
 def build_flag(
@@ -173,12 +178,9 @@ class FlagBuilder:
 
     def build(self, window: ScoredWindow) -> dict[str, Any] | None:
         """The record to send, or None for a normal window unless ``every_verdict``."""
-        record = build_flag(
-            window, model_id=self.model_id, detector=self.detector, top_k=self.top_k
-        )
-        if record["verdict"] == "normal" and not self.every_verdict:
-            return None
-        return record
+        if not self.every_verdict and label_of(window) == "normal":
+            return None  # decided before the id hash and the evidence: most windows
+        return build_flag(window, model_id=self.model_id, detector=self.detector, top_k=self.top_k)
 
     def verdict(self, window: ScoredWindow) -> Verdict:
         return verdict_of(window, self.model_id)
