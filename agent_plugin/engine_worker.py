@@ -16,10 +16,11 @@ back per batch.
     worker.score_ids([[3, 4, 4], [3, 9]])   # -> [(score, [p, p, p]), (score, [p, p])]
     worker.close()
 
-``score_ids`` is called from one thread at a time (the pipeline's single engine
-thread). If the child dies mid-batch (killed, out of memory), it is restarted and the
-batch retried once; a second failure raises :class:`EngineWorkerError` and the
-pipeline counts those windows as failed, as it would for an in-process engine error.
+The pipeline awaits :meth:`EngineWorker.score_ids_async` on its event loop;
+:meth:`~EngineWorker.score_ids` is the blocking form (one call at a time, either). If
+the child dies mid-batch (killed, out of memory), it is restarted and the batch retried
+once; a second failure raises :class:`EngineWorkerError` and the pipeline counts those
+windows as failed, as it would for an in-process engine error.
 The child ignores SIGINT/SIGTERM: a Ctrl-C or a process-group SIGTERM must not kill
 the engine while the parent is still flushing open windows through it. It exits when
 the parent closes the pipe or dies (end of file on its side).
@@ -27,6 +28,7 @@ the parent closes the pipe or dies (end of file on its side).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import multiprocessing
@@ -162,27 +164,58 @@ class EngineWorker:
         payload = [list(w) for w in windows]
         with self._lock:
             for attempt in (1, 2):
-                if self._conn is None:
-                    raise EngineWorkerError("engine process is closed")
+                conn = self._connection()
                 try:
-                    self._conn.send(payload)
-                    kind, value = self._conn.recv()
+                    conn.send(payload)
+                    reply = conn.recv()
                 except (EOFError, OSError) as exc:
-                    code = self._proc.exitcode if self._proc is not None else None
-                    if attempt == 2:
-                        raise EngineWorkerError(
-                            f"engine process died twice on a batch of {len(payload)} "
-                            f"window(s) (exit code {code})"
-                        ) from exc
-                    log.error("engine process died (exit code %s); restarting it", code)
-                    self._reap()
-                    self.restarts += 1
-                    self.info = self._spawn()
+                    self._on_death(attempt, len(payload), exc)
                     continue
-                if kind == "ok":
-                    return value  # type: ignore[no-any-return]
-                raise value
+                return _unwrap(reply)
         raise AssertionError("unreachable")
+
+    async def score_ids_async(self, windows: Sequence[Sequence[int]]) -> Scored:
+        """:meth:`score_ids` for the event loop: the reply is awaited on the loop.
+
+        No thread: one waiting in ``recv`` would have to win the GIL back from a busy
+        event loop to read the reply, at up to a switch interval (5 ms) each time.
+        One call at a time, this or :meth:`score_ids`.
+        """
+        if not windows:
+            return []
+        loop = asyncio.get_running_loop()
+        payload = [list(w) for w in windows]
+        for attempt in (1, 2):
+            conn = self._connection()
+            try:
+                # The child is idle between batches, so this write does not wait long
+                # even when the payload is larger than the pipe's buffer.
+                conn.send(payload)
+                await _readable(loop, conn)
+                reply = conn.recv()
+            except (EOFError, OSError) as exc:
+                # Restarting loads the engine again (seconds): not on the loop.
+                await loop.run_in_executor(None, self._on_death, attempt, len(payload), exc)
+                continue
+            return _unwrap(reply)
+        raise AssertionError("unreachable")
+
+    def _connection(self) -> Connection:
+        if self._conn is None:
+            raise EngineWorkerError("engine process is closed")
+        return self._conn
+
+    def _on_death(self, attempt: int, n: int, exc: BaseException) -> None:
+        """The child died mid-batch: start a new one for the retry, or give up (2nd)."""
+        code = self._proc.exitcode if self._proc is not None else None
+        if attempt == 2:
+            raise EngineWorkerError(
+                f"engine process died twice on a batch of {n} window(s) (exit code {code})"
+            ) from exc
+        log.error("engine process died (exit code %s); restarting it", code)
+        self._reap()
+        self.restarts += 1
+        self.info = self._spawn()
 
     def close(self, timeout: float = 5.0) -> None:
         """Stop the child (idempotent)."""
@@ -202,3 +235,26 @@ class EngineWorker:
                 self._proc.kill()
                 self._proc.join(timeout)
             self._proc = None
+
+
+def _unwrap(reply: tuple[str, Any]) -> Scored:
+    kind, value = reply
+    if kind == "ok":
+        return value  # type: ignore[no-any-return]
+    raise value
+
+
+async def _readable(loop: asyncio.AbstractEventLoop, conn: Connection) -> None:
+    """Wait until ``conn`` has data or end of file (the child died)."""
+    ready: asyncio.Future[None] = loop.create_future()
+    fd = conn.fileno()
+
+    def wake() -> None:
+        if not ready.done():
+            ready.set_result(None)
+
+    loop.add_reader(fd, wake)
+    try:
+        await ready
+    finally:
+        loop.remove_reader(fd)

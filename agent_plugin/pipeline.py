@@ -279,10 +279,9 @@ class StreamingPipeline:
 
     async def _process(self, windows: list[Window[Event]]) -> None:
         m = self.metrics
-        loop = asyncio.get_running_loop()
         t0 = time.perf_counter()
         try:
-            scored = await loop.run_in_executor(self._executor, self.scorer.score, windows)
+            scored = await self.scorer.score_async(windows, self._executor)
         except Exception:
             # A failing engine must not take the server down; the windows are counted.
             m.windows_failed.inc(len(windows))

@@ -2,13 +2,15 @@
 
 The scores and per-line evidence come from :func:`logsieve.engine.windows.score_template_windows`,
 the same function offline scoring (``logsieve score``) uses, so a window gets the same
-verdict in both places (the train/serve parity test checks it). Runs in a worker thread:
-nothing here touches the event loop.
+verdict in both places (the train/serve parity test checks it). An in-process engine runs
+in a worker thread; an engine process's reply is awaited on the event loop.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
+from concurrent.futures import Executor
 from dataclasses import dataclass
 
 from logsieve.config import LogConfig
@@ -51,13 +53,26 @@ class WindowScorer:
         """One :class:`ScoredWindow` per window, in order (empty input: no engine call)."""
         if not windows:
             return []
-        ids = [[e.template_id for e in w.items] for w in windows]
+        ids = _ids(windows)
         if isinstance(self.engine, EngineWorker):
-            scored = self.engine.score_ids(ids)
-        else:
-            scored = score_template_windows(
-                self.engine, self.vocab, self.log_config, ids, self.batch_size
-            )
+            return self._scored(windows, self.engine.score_ids(ids))
+        scored = score_template_windows(
+            self.engine, self.vocab, self.log_config, ids, self.batch_size
+        )
+        return self._scored(windows, scored)
+
+    async def score_async(
+        self, windows: Sequence[Window[Event]], executor: Executor
+    ) -> list[ScoredWindow]:
+        """:meth:`score` without blocking the event loop: an engine process's reply is
+        awaited on the loop; an in-process engine runs in ``executor``."""
+        if isinstance(self.engine, EngineWorker) and windows:
+            return self._scored(windows, await self.engine.score_ids_async(_ids(windows)))
+        return await asyncio.get_running_loop().run_in_executor(executor, self.score, windows)
+
+    def _scored(
+        self, windows: Sequence[Window[Event]], scored: list[tuple[float, list[float]]]
+    ) -> list[ScoredWindow]:
         out: list[ScoredWindow] = []
         for w, (score, per_line) in zip(windows, scored, strict=True):
             out.append(
@@ -74,3 +89,7 @@ class WindowScorer:
                 )
             )
         return out
+
+
+def _ids(windows: Sequence[Window[Event]]) -> list[list[int]]:
+    return [[e.template_id for e in w.items] for w in windows]

@@ -3,6 +3,7 @@ names a bad bundle, ignores the signals the server handles, and is the serving d
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 from pathlib import Path
@@ -100,3 +101,18 @@ def test_serving_runs_the_engine_in_a_child_by_default() -> None:
     assert PipelineConfig().engine_process is True
     with pytest.raises(ConfigError, match="engine_process"):
         PipelineConfig(engine_process="yes")  # type: ignore[arg-type]
+
+
+def test_the_event_loop_form_matches_and_survives_a_killed_child(worker: EngineWorker) -> None:
+    expected = worker.score_ids(WINDOWS)
+
+    async def go() -> tuple[object, object, object]:
+        first = await worker.score_ids_async(WINDOWS)
+        restarts = worker.restarts
+        os.kill(_pid(worker), signal.SIGKILL)
+        second = await worker.score_ids_async(WINDOWS)
+        return first, second, worker.restarts - restarts
+
+    first, second, restarted = asyncio.run(go())
+    assert first == expected and second == expected and restarted == 1
+    assert asyncio.run(worker.score_ids_async([])) == []
