@@ -461,23 +461,33 @@ class AckedClient:
             await close_writer(writer)
 
 
+@pytest.mark.parametrize("engine_process", [False, True], ids=["engine-thread", "engine-process"])
 async def test_sigterm_mid_stream_loses_nothing_acked(
-    tiny_bundle: Bundle, tiny_engine: Engine
+    tiny_bundle: Bundle, tiny_engine: Engine, engine_process: bool
 ) -> None:
     """Flush-at-shutdown is what is under test: HDFS block windows idle out after a day
     of event time, so every record is still in an open window when SIGTERM arrives, and
     only the ordered shutdown (drain the connections, flush the windows through the
     engine, deliver upstream) gets it out. With ``pass_through`` every record comes out
-    upstream, so "acked" can be compared with "delivered" record by record."""
+    upstream, so "acked" can be compared with "delivered" record by record.
+
+    With the engine in a child process (the serving default) the SIGTERM also goes to
+    the child, as a process-group signal (Ctrl-C, systemd's control-group kill) would:
+    the flush must still have an engine."""
     log = generate_hdfs(60, seed=17)
     lines = [(t, r["log"]) for t, r in hdfs_events(log.lines)]
     rx = FlagReceiver()
     await rx.start()
     loop = asyncio.get_running_loop()
     started: asyncio.Future[Service] = loop.create_future()
-    cfg = settings(rx.port, pass_through=True)
+    cfg = settings(rx.port, pass_through=True, engine_process=engine_process, backend="onnxruntime")
     task = asyncio.create_task(
-        run_service(cfg, tiny_bundle, engine=tiny_engine, ready=started.set_result)
+        run_service(
+            cfg,
+            tiny_bundle,
+            engine=None if engine_process else tiny_engine,
+            ready=started.set_result,
+        )
     )
     try:
         service = await asyncio.wait_for(started, T)
@@ -486,7 +496,14 @@ async def test_sigterm_mid_stream_loses_nothing_acked(
         assert await wait_until(lambda: len(client.acked) >= 30)
         client.mark()
         os.kill(os.getpid(), signal.SIGTERM)
+        worker = service._worker
+        if engine_process:
+            assert worker is not None and worker._proc is not None
+            assert worker._proc.pid is not None
+            os.kill(worker._proc.pid, signal.SIGTERM)
         assert await asyncio.wait_for(task, 20.0) == 0
+        if worker is not None:
+            assert worker.restarts == 0  # the child lived through the signal
         await asyncio.wait_for(streaming, T)
     finally:
         if not task.done():
