@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from .engine_worker import EngineWorker
 from .metrics import MetricsRegistry
 
 if TYPE_CHECKING:
@@ -71,6 +72,10 @@ class PipelineMetrics:
         self.engine_seconds = reg.histogram(
             p + "engine_seconds", "Engine latency per batch.", buckets=_LATENCY_BUCKETS
         )
+        self.engine_restarts = reg.gauge(
+            p + "engine_process_restarts",
+            "Times the engine process died mid-batch and was started again.",
+        )
         self.verdicts = reg.counter(p + "verdicts_total", "Scored windows by verdict.", ["verdict"])
         self.sent = reg.counter(
             p + "records_sent_upstream_total",
@@ -85,6 +90,9 @@ class PipelineMetrics:
         self.windows_open.set_function(lambda: lines.windower.open_windows)
         self.queue_depth.set_function(lambda: pipeline.queue_depth)
         self.held_records.set_function(lambda: pipeline.held_records)
+        engine = pipeline.scorer.engine
+        if isinstance(engine, EngineWorker):
+            self.engine_restarts.set_function(lambda: engine.restarts)
 
     def bind_upstream(self, client: UpstreamClient) -> None:
         """Export the upstream client's counters and gauges (flags sent/buffered/spilled)."""

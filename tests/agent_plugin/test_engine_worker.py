@@ -11,7 +11,9 @@ from pathlib import Path
 import pytest
 
 from logsieve.agent_plugin.engine_worker import EngineWorker, EngineWorkerError
+from logsieve.agent_plugin.pipeline import StreamingPipeline
 from logsieve.agent_plugin.pipeline_config import PipelineConfig
+from logsieve.agent_plugin.pipeline_metrics import PipelineMetrics
 from logsieve.bundle import Bundle
 from logsieve.engine import Engine
 from logsieve.engine.windows import score_template_windows
@@ -116,3 +118,11 @@ def test_the_event_loop_form_matches_and_survives_a_killed_child(worker: EngineW
     first, second, restarted = asyncio.run(go())
     assert first == expected and second == expected and restarted == 1
     assert asyncio.run(worker.score_ids_async([])) == []
+
+
+def test_restarts_are_exported_as_a_metric(worker: EngineWorker, tiny_bundle: Bundle) -> None:
+    metrics = PipelineMetrics()
+    StreamingPipeline(PipelineConfig(), tiny_bundle, worker, upstream=None, metrics=metrics)  # type: ignore[arg-type]
+    line = f"logsieve_pipeline_engine_process_restarts {worker.restarts}\n"
+    assert worker.restarts >= 1  # the killed-child tests above ran first
+    assert line in metrics.registry.render()
