@@ -83,7 +83,11 @@ class Service:
             self.engine = engine
         elif cfg.engine_process:
             self.engine = self._worker = EngineWorker(
-                bundle.path, cfg.backend, threads=cfg.engine_threads, batch_size=cfg.batch_size
+                bundle.path,
+                cfg.backend,
+                threads=cfg.engine_threads,
+                batch_size=cfg.batch_size,
+                batch_timeout=cfg.engine_timeout,
             )
         else:
             self.engine = load_engine(bundle, cfg.backend, threads=cfg.engine_threads)

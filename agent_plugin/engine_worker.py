@@ -19,8 +19,9 @@ back per batch.
 The pipeline awaits :meth:`EngineWorker.score_ids_async` on its event loop;
 :meth:`~EngineWorker.score_ids` is the blocking form (one call at a time, either). If
 the child dies mid-batch (killed, out of memory), it is restarted and the batch retried
-once; a second failure raises :class:`EngineWorkerError` and the pipeline counts those
-windows as failed, as it would for an in-process engine error.
+once; a child that gives no answer within ``batch_timeout`` is killed and handled the
+same way. A second failure raises :class:`EngineWorkerError` and the pipeline counts
+those windows as failed, as it would for an in-process engine error.
 The child ignores SIGINT/SIGTERM: a Ctrl-C or a process-group SIGTERM must not kill
 the engine while the parent is still flushing open windows through it. It exits when
 the parent closes the pipe or dies (end of file on its side).
@@ -113,6 +114,7 @@ class EngineWorker:
         threads: int | None = None,
         batch_size: int = 256,
         start_timeout: float = 300.0,
+        batch_timeout: float = 120.0,
     ) -> None:
         if threads is None:
             # The server's event loop keeps one core busy by itself; an engine that
@@ -121,6 +123,7 @@ class EngineWorker:
             threads = max(1, (os.cpu_count() or 2) - 1)
         self._args = (str(bundle_path), backend, threads, batch_size)
         self._start_timeout = start_timeout
+        self._batch_timeout = batch_timeout
         self._ctx = multiprocessing.get_context("spawn")  # fork would copy a loaded runtime
         self._lock = threading.Lock()
         self._conn: Connection | None = None
@@ -167,6 +170,8 @@ class EngineWorker:
                 conn = self._connection()
                 try:
                     conn.send(payload)
+                    if not conn.poll(self._batch_timeout):
+                        raise self._hung()
                     reply = conn.recv()
                 except (EOFError, OSError) as exc:
                     self._on_death(attempt, len(payload), exc)
@@ -191,7 +196,10 @@ class EngineWorker:
                 # The child is idle between batches, so this write does not wait long
                 # even when the payload is larger than the pipe's buffer.
                 conn.send(payload)
-                await _readable(loop, conn)
+                try:
+                    await asyncio.wait_for(_readable(loop, conn), self._batch_timeout)
+                except TimeoutError:
+                    raise self._hung() from None
                 reply = conn.recv()
             except (EOFError, OSError) as exc:
                 # Restarting loads the engine again (seconds): not on the loop.
@@ -204,6 +212,15 @@ class EngineWorker:
         if self._conn is None:
             raise EngineWorkerError("engine process is closed")
         return self._conn
+
+    def _hung(self) -> OSError:
+        """Kill a child that has not answered in ``batch_timeout`` (a hung runtime would
+        otherwise stall the pipeline for good); the caller restarts it like a crash."""
+        log.error("engine process gave no answer in %.0f s; killing it", self._batch_timeout)
+        if self._proc is not None:
+            self._proc.kill()
+            self._proc.join(5)
+        return OSError(f"engine process hung for {self._batch_timeout:.0f} s")
 
     def _on_death(self, attempt: int, n: int, exc: BaseException) -> None:
         """The child died mid-batch: start a new one for the retry, or give up (2nd)."""

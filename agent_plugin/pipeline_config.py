@@ -42,6 +42,8 @@ class PipelineConfig:
         engine_process: Run the engine in a child process (the default), so scoring
             never waits on the event loop for the GIL; False keeps it in a thread of
             the server process (one process, less memory, slower under load).
+        engine_timeout: Seconds the engine process may take over one batch before it is
+            taken as hung, killed and restarted (the batch is retried once).
         batch_size: Most windows per engine call.
         max_wait_ms: Longest a closed window waits for its batch to fill.
         queue_size: Closed windows queued for the engine. When full, ``put`` waits,
@@ -71,6 +73,7 @@ class PipelineConfig:
     backend: str = "auto"
     engine_threads: int | None = None
     engine_process: bool = True
+    engine_timeout: float = 120.0
     batch_size: int = 256
     max_wait_ms: float = 20.0
     queue_size: int = 1024
@@ -111,7 +114,7 @@ class PipelineConfig:
             value = getattr(self, name)
             if not_finite_number(value) or value < 0:
                 raise ConfigError(f"{_SECTION}.{name}", value, "a number >= 0")
-        for name in ("drain_timeout", "flush_timeout"):
+        for name in ("engine_timeout", "drain_timeout", "flush_timeout"):
             value = getattr(self, name)
             if not_finite_number(value) or value <= 0:
                 raise ConfigError(f"{_SECTION}.{name}", value, "a positive number of seconds")

@@ -126,3 +126,29 @@ def test_restarts_are_exported_as_a_metric(worker: EngineWorker, tiny_bundle: Bu
     line = f"logsieve_pipeline_engine_process_restarts {worker.restarts}\n"
     assert worker.restarts >= 1  # the killed-child tests above ran first
     assert line in metrics.registry.render()
+
+
+@pytest.mark.parametrize("form", ["blocking", "event-loop"])
+def test_a_hung_child_is_killed_restarted_and_the_batch_retried(
+    tiny_bundle: Bundle, form: str
+) -> None:
+    w = EngineWorker(tiny_bundle.path, "onnxruntime", threads=1, batch_timeout=1.0)
+    try:
+        expected = w.score_ids(WINDOWS)
+        hung = _pid(w)
+        os.kill(hung, signal.SIGSTOP)  # alive, never answers: a hung runtime
+        got = (
+            w.score_ids(WINDOWS) if form == "blocking" else asyncio.run(w.score_ids_async(WINDOWS))
+        )
+        assert got == expected
+        assert w.restarts == 1 and _pid(w) != hung
+        with pytest.raises(ProcessLookupError):
+            os.kill(hung, 0)  # killed and reaped, not left behind
+    finally:
+        w.close()
+
+
+def test_engine_timeout_is_validated() -> None:
+    assert PipelineConfig().engine_timeout == 120.0
+    with pytest.raises(ConfigError, match="engine_timeout"):
+        PipelineConfig(engine_timeout=0)
