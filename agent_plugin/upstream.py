@@ -180,6 +180,7 @@ class UpstreamClient:
         self._resending = False
         self._state = "new"
         self._task: asyncio.Task[None] | None = None
+        self._abandoned = False  # stop() gave up on the pending records: the loop exits
         self._ssl: ssl.SSLContext | None = None
 
     @property
@@ -279,8 +280,14 @@ class UpstreamClient:
             # Nothing pending: don't sit out a reconnect backoff for nothing.
             done, _ = await asyncio.wait({self._task}, timeout=timeout if self.pending else 0)
             if not done:
-                self._task.cancel()
-                await asyncio.wait({self._task})
+                self._abandoned = True
+                # Python 3.11's wait_for can swallow a cancellation that races its inner
+                # future (gh-86296); the sender would then retry a failing upstream for
+                # as long as records are pending (seen: a wrong shared key hung shutdown).
+                # The flag ends its loop; cancel again until the task has really ended.
+                while not self._task.done():
+                    self._task.cancel()
+                    await asyncio.wait({self._task}, timeout=0.5)
         lost = 0
         if not was_new:
             lost = await self._buffer.spool_leftovers()
@@ -291,7 +298,7 @@ class UpstreamClient:
     # -- the sender task -----------------------------------------------------
 
     async def _run(self) -> None:
-        while self._state == "running" or self.pending:
+        while (self._state == "running" or self.pending) and not self._abandoned:
             conn = None
             try:
                 conn = await self._connect()

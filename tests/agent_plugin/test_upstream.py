@@ -491,6 +491,35 @@ async def test_wrong_shared_key_fails_clearly_retries_with_backoff(
 
 
 @pytest.mark.asyncio
+async def test_stop_ends_even_when_a_cancellation_is_swallowed(receivers: Any) -> None:
+    """Python 3.11's ``wait_for`` can swallow a cancellation that races its inner future
+    (gh-86296). The sender then carried on retrying a failing upstream for as long as
+    records were pending, and ``stop()`` waited on it for ever (seen with a wrong
+    shared key: the test above hung in teardown about one run in twenty under load).
+    Here the connect step swallows every cancellation the way ``wait_for`` can."""
+    rx = await receivers(shared_key="s3cret")
+    client = UpstreamClient(config(rx.port, shared_key="wrong"))
+    swallowed = 0
+
+    async def connect_swallowing_cancel() -> Any:
+        nonlocal swallowed
+        try:
+            await asyncio.sleep(0.5)  # most of the loop's time: the cancel lands here
+        except asyncio.CancelledError:
+            swallowed += 1
+        raise ConnectionRefusedError("upstream refused")  # retryable: the loop goes on
+
+    client._connect = connect_swallowing_cancel  # type: ignore[method-assign]
+    await client.start()
+    await client.send(TAG, {"i": 0})
+    await asyncio.sleep(0.1)  # inside the first attempt; the record stays pending
+    assert client.pending
+    assert await asyncio.wait_for(client.stop(timeout=0.2), 5.0) is False
+    assert swallowed >= 1  # the race this test is about really happened
+    assert client.stats.buffered_records == 1 or client.stats.dropped_records == 1
+
+
+@pytest.mark.asyncio
 async def test_server_requiring_handshake_without_shared_key_is_a_clear_error(
     receivers: Any, clients: Any
 ) -> None:
