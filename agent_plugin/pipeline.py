@@ -7,8 +7,8 @@
                                        bounded queue ◄────┘   (put awaits when full)
                                              │ batcher: batch_size windows or max_wait_ms
                                              ▼
-                         engine.score in a worker thread (the loop stays responsive;
-                         by default the engine runs in a child: engine_worker.py)
+                         engine: awaited from its own process (the default, engine_worker.py)
+                         or run in one worker thread; the loop stays responsive
                                              │ ScoredWindow
                                              ▼
                          FlagBuilder → upstream.send(flag_tag, flag)   (+ verdicts, pass-through)
@@ -23,7 +23,8 @@ every open window through the engine).
 Windows close on later records (the windower's own event-time rules), on a clock
 tick (``advance_interval``; see :class:`~.pipeline_config.PipelineConfig` for the
 watermark), and at :meth:`close`. Everything in the windower runs on the event loop;
-only the engine call runs in a single worker thread, so engine calls never overlap.
+only the engine call leaves it (to the engine process, or to a single worker thread),
+and the batcher awaits each batch before the next, so engine calls never overlap.
 """
 
 from __future__ import annotations
