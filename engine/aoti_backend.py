@@ -33,7 +33,15 @@ from .base import EngineInfo, FloatArray, IdArray, add_engine_file, check_inputs
 from .devices import device_tag
 from .torch_backend import check_device, indexed, program_on
 
-__all__ = ["INDUCTOR_CONFIGS", "AotiEngine", "artifact_name", "build", "verify_in_child"]
+__all__ = [
+    "INDUCTOR_CONFIGS",
+    "STEP",
+    "AotiEngine",
+    "artifact_name",
+    "build",
+    "crash_site",
+    "verify_in_child",
+]
 
 # Freezing folds the weights into the graph as constants, which lets Inductor prepack
 # the Linear weights for oneDNN on CPU (a first, loaded measurement: 1.29 s vs 1.7 s per
@@ -110,13 +118,32 @@ def build(bundle: Bundle, *, device: str = "cpu", precision: str = "fp32") -> Bu
 
 
 # Loads the package and scores one batch; run in a child so that a crash stays there.
+# Each step is announced on stderr first, so a crash can be placed (the loader or the
+# first call); the child runs with faulthandler, which prints the Python stack on SIGSEGV.
 _PROBE = """
 import sys, torch
+print("probe step: loading the package", file=sys.stderr, flush=True)
 runner = torch._inductor.aoti_load_package(sys.argv[1])
+print("probe step: scoring one batch", file=sys.stderr, flush=True)
 ids = torch.full((2, 5), 4, dtype=torch.int64, device=sys.argv[2])
 scores, _ = runner(ids, torch.tensor([5, 3], dtype=torch.int64, device=sys.argv[2]))
 assert bool(torch.isfinite(scores).all()), scores
 """
+STEP = "probe step: "  # how a probe announces what it does next
+
+
+def crash_site(stderr: str) -> str:
+    """Where the probe died: its last announced step and, after a fatal signal, the
+    innermost Python frame faulthandler printed (else the last line of stderr)."""
+    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+    steps = [line[len(STEP) :] for line in lines if line.startswith(STEP)]
+    frames = [line for line in lines if line.startswith("File ")]
+    if frames and any(line.startswith("Fatal Python error") for line in lines):
+        last = frames[0]  # faulthandler lists the most recent call first
+    else:
+        last = next((line for line in reversed(lines) if not line.startswith(STEP)), "no output")
+    where = f"while {steps[-1]}" if steps else "before loading"
+    return f"{where} ({last[:300]})"
 
 
 def verify_in_child(package: Path, device: str, timeout_s: float = 600.0) -> None:
@@ -126,7 +153,8 @@ def verify_in_child(package: Path, device: str, timeout_s: float = 600.0) -> Non
     must fail the build with a clear error, not take a server down later."""
     try:
         child = subprocess.run(
-            [sys.executable, "-c", _PROBE, str(package), str(indexed(device))],
+            [sys.executable, "-X", "faulthandler", "-c", _PROBE, str(package),
+             str(indexed(device))],
             capture_output=True, text=True, timeout=timeout_s, check=False,
         )  # fmt: skip
     except subprocess.TimeoutExpired:
@@ -139,10 +167,10 @@ def verify_in_child(package: Path, device: str, timeout_s: float = 600.0) -> Non
             if child.returncode < 0
             else f"failed (exit {child.returncode})"
         )
-        last = (child.stderr.strip().splitlines() or ["no output"])[-1]
         raise BackendUnavailable(
-            f"AOTInductor package for {device} compiled, but loading and running it {how}: "
-            f"{last[:300]}; not added to the bundle (use --backend torch or onnxruntime)"
+            f"AOTInductor package for {device} compiled, but loading and running it {how} "
+            f"{crash_site(child.stderr)}; not added to the bundle (use --backend torch or "
+            "onnxruntime)"
         )
 
 

@@ -191,7 +191,10 @@ def test_aoti_build_refuses_a_package_that_does_not_load(tmp_path: Path) -> None
 
     bad = tmp_path / "package.pt2"
     bad.write_bytes(b"PK\x03\x04 not a package")
-    with pytest.raises(BackendUnavailable, match=r"loading and running it failed \(exit 1\)"):
+    with pytest.raises(
+        BackendUnavailable,
+        match=r"loading and running it failed \(exit 1\) while loading the package \(\w+Error",
+    ):
         verify_in_child(bad, "cpu")
 
 
@@ -199,9 +202,21 @@ def test_aoti_build_reports_a_loader_that_crashes(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The crash seen on an H200 (SIGSEGV inside aoti_load_package), reproduced by a child
-    that really dies of SIGSEGV: the build fails with the signal named, this process lives."""
+    that really dies of SIGSEGV in a native call: the build fails naming the signal, the
+    probe's step and the innermost Python frame; this process lives."""
     from logsieve.engine import aoti_backend
 
-    monkeypatch.setattr(aoti_backend, "_PROBE", "import os, signal; os.kill(os.getpid(), 11)")
-    with pytest.raises(BackendUnavailable, match=r"crashed \(SIGSEGV\).*not added to the bundle"):
+    crash = (
+        "import ctypes, sys\n"
+        "print('probe step: loading the package', file=sys.stderr, flush=True)\n"
+        "def load_package():\n"
+        "    ctypes.string_at(0)\n"
+        "load_package()\n"
+    )
+    monkeypatch.setattr(aoti_backend, "_PROBE", crash)
+    with pytest.raises(
+        BackendUnavailable,
+        match=r"crashed \(SIGSEGV\) while loading the package \(File .*in string_at\).*"
+        r"not added to the bundle",
+    ):
         aoti_backend.verify_in_child(tmp_path / "package.pt2", "cpu")
