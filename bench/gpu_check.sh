@@ -11,6 +11,12 @@
 #   .venv/bin/pip wheel --no-deps -w .whl drain3 jsonpickle cachetools fluent-logger pytest-asyncio
 # K and BENCH_K narrow the test and benchmark selections (pytest -k).
 # Call: run(command="bash bench/gpu_check.sh", carry=[".whl", ".devdata"]).
+#
+# `bash bench/gpu_check.sh diag` runs only bench/aoti_cuda_diag.py (where the AOTInductor
+# CUDA package crashes: a tiny model vs our program, dynamic vs static shapes; ~3-6 min)
+# on an exported bundle copied into .devbundle/ (ignored by git):
+#   cp -r <bundle> .devbundle   # then run(command="bash bench/gpu_check.sh diag",
+#                               #          carry=[".whl", ".devbundle"])
 set -uo pipefail
 OUT=${OUT:-/tmp/gpu-check}
 mkdir -p "$OUT"
@@ -21,6 +27,12 @@ python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upg
 # throwaway copy of the tree puts them in place instead of installing.
 for d in engine export agent_plugin; do cp -r "$d" "logsieve/$d"; done
 export PYTHONPATH="$PWD:/tmp/site" LOGSIEVE_DATA="$PWD/.devdata"
+
+if [ "${1:-}" = diag ]; then
+    timeout 560 python3 bench/aoti_cuda_diag.py .devbundle --device cuda --timeout 170 \
+        2>&1 | tee "$OUT/aoti_diag.md"
+    exit
+fi
 
 { nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.max.sm --format=csv
   python3 -c "import torch, onnxruntime as o; print('torch', torch.__version__, torch.version.cuda, torch.cuda.get_device_name(), 'ort', o.__version__, o.get_available_providers())"
