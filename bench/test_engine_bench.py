@@ -225,3 +225,54 @@ def test_gpu_order_holds(bench_bundle: Bundle, windows: dict[str, list[np.ndarra
         for k, v in best.items()))  # fmt: skip
     fastest_aoti = min(best["aoti-fp32-cuda"], best["aoti-fp16-cuda"])
     assert fastest_aoti <= best["torch-fp32-cuda"], "AOTInductor slower than eager on the GPU"
+
+
+def _multiples_of_8(length: int, max_len: int) -> int:
+    """The first bucketing rule (powers of two to 16, then multiples of 8), kept as the
+    baseline of :func:`test_bucketing_against_the_first_rule`."""
+    if length <= 16:
+        return min(max(2, 1 << (max(length, 2) - 1).bit_length()), max_len)
+    return min(-(-length // 8) * 8, max_len)
+
+
+def test_bucketing_against_the_first_rule(
+    bench_bundle: Bundle, windows: dict[str, list[np.ndarray]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The current bucket widths (exact to 16, then steps of an eighth) against the first
+    rule, HDFS windows at batch 256, each CPU backend with both rules taking turns in
+    every round: the median per-round ratio must not fall below 1 (fewer padded tokens
+    must not cost time through more, smaller batches)."""
+    from logsieve.engine import batching
+
+    ws = windows["hdfs"][: N_WINDOWS[256]]
+    lengths = np.array([len(w) for w in ws], dtype=np.int64)
+    rules = {"current": batching.bucket_width, "first": _multiples_of_8}
+    tokens = {}
+    for name, rule in rules.items():
+        monkeypatch.setattr(batching, "bucket_width", rule)
+        tokens[name] = sum(len(i) * w for i, w in batching.batches(lengths, 256, 512))
+    runners = {
+        name: _runner(bench_bundle, *spec)
+        for name, spec in {
+            "torch-eager-fp32": ("torch-eager", "fp32"),
+            "onnxruntime-fp32": ("onnxruntime", "fp32"),
+            "aoti-fp32": ("aoti", "fp32"),
+        }.items()
+    }
+    ratios: dict[str, list[float]] = {name: [] for name in runners}
+    for round_ in range(ROUNDS_INTERLEAVED + 1):
+        for name, run in runners.items():
+            took = {}
+            for rule_name, rule in rules.items():
+                monkeypatch.setattr(batching, "bucket_width", rule)
+                took[rule_name] = _timed(run, ws)
+            if round_:  # the first round warms up both shapes sets
+                ratios[name].append(took["first"] / took["current"])
+    median = {name: float(np.median(r)) for name, r in ratios.items()}
+    print(f"\nbucketing, hdfs batch 256: padded tokens {tokens['first']} (first rule) -> "
+          f"{tokens['current']} (current); time first/current, median of "
+          f"{ROUNDS_INTERLEAVED} interleaved rounds: "
+          + ", ".join(f"{k} {v:.2f}x ({min(ratios[k]):.2f}-{max(ratios[k]):.2f})"
+                      for k, v in median.items()))  # fmt: skip
+    assert tokens["current"] < tokens["first"]
+    assert float(np.median(list(median.values()))) >= 1.0, median

@@ -130,4 +130,6 @@ def test_bucket_widths_are_few_and_fit() -> None:
     widths = {bucket_width(n, 512) for n in range(2, 513)}
     assert all(w >= 2 for w in widths) and max(widths) == 512
     assert all(bucket_width(n, 512) >= n for n in range(2, 513))
-    assert len(widths) <= 70  # 2,4,8,16 then multiples of 8: shapes stay few
+    assert len(widths) <= 60  # exact to 16, then steps of an eighth: shapes stay few
+    waste = [(bucket_width(n, 512) - n) / n for n in range(2, 513)]
+    assert max(waste) < 0.125  # padding stays under an eighth of any window
