@@ -235,13 +235,53 @@ def _multiples_of_8(length: int, max_len: int) -> int:
     return min(-(-length // 8) * 8, max_len)
 
 
+CPU_BACKENDS = {
+    "torch-eager-fp32": ("torch-eager", "fp32"),
+    "onnxruntime-fp32": ("onnxruntime", "fp32"),
+    "aoti-fp32": ("aoti", "fp32"),
+}
+
+
+def _batching_ab(
+    bundle: Bundle,
+    ws: list[np.ndarray],
+    variants: dict[str, tuple[str, object]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> dict[str, list[float]]:
+    """Each CPU backend scoring ``ws`` at batch 256 under two settings of
+    ``logsieve.engine.batching`` (``variants``: name -> (attribute, value); the first is
+    the new one, the second the baseline), both in every round: baseline time / new time
+    per round, after a warm-up round."""
+    from logsieve.engine import batching
+
+    runners = {name: _runner(bundle, *spec) for name, spec in CPU_BACKENDS.items()}
+    (new, _), (base, _) = variants.items()
+    ratios: dict[str, list[float]] = {name: [] for name in runners}
+    for round_ in range(ROUNDS_INTERLEAVED + 1):
+        for name, run in runners.items():
+            took = {}
+            for variant, (attribute, value) in variants.items():
+                monkeypatch.setattr(batching, attribute, value)
+                took[variant] = _timed(run, ws)
+            if round_:  # the first round warms up both sets of shapes
+                ratios[name].append(took[base] / took[new])
+    return ratios
+
+
+def _report(title: str, ratios: dict[str, list[float]]) -> dict[str, float]:
+    median = {name: float(np.median(r)) for name, r in ratios.items()}
+    print(f"\n{title}, median of {ROUNDS_INTERLEAVED} interleaved rounds: "
+          + ", ".join(f"{k} {v:.2f}x ({min(ratios[k]):.2f}-{max(ratios[k]):.2f})"
+                      for k, v in median.items()))  # fmt: skip
+    return median
+
+
 def test_bucketing_against_the_first_rule(
     bench_bundle: Bundle, windows: dict[str, list[np.ndarray]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The current bucket widths (exact to 16, then steps of an eighth) against the first
-    rule, HDFS windows at batch 256, each CPU backend with both rules taking turns in
-    every round: the median per-round ratio must not fall below 1 (fewer padded tokens
-    must not cost time through more, smaller batches)."""
+    rule, HDFS windows at batch 256: the median per-round ratio must not fall below 1
+    (fewer padded tokens must not cost time through more, smaller batches)."""
     from logsieve.engine import batching
 
     ws = windows["hdfs"][: N_WINDOWS[256]]
@@ -251,28 +291,33 @@ def test_bucketing_against_the_first_rule(
     for name, rule in rules.items():
         monkeypatch.setattr(batching, "bucket_width", rule)
         tokens[name] = sum(len(i) * w for i, w in batching.batches(lengths, 256, 512))
-    runners = {
-        name: _runner(bench_bundle, *spec)
-        for name, spec in {
-            "torch-eager-fp32": ("torch-eager", "fp32"),
-            "onnxruntime-fp32": ("onnxruntime", "fp32"),
-            "aoti-fp32": ("aoti", "fp32"),
-        }.items()
-    }
-    ratios: dict[str, list[float]] = {name: [] for name in runners}
-    for round_ in range(ROUNDS_INTERLEAVED + 1):
-        for name, run in runners.items():
-            took = {}
-            for rule_name, rule in rules.items():
-                monkeypatch.setattr(batching, "bucket_width", rule)
-                took[rule_name] = _timed(run, ws)
-            if round_:  # the first round warms up both shapes sets
-                ratios[name].append(took["first"] / took["current"])
-    median = {name: float(np.median(r)) for name, r in ratios.items()}
-    print(f"\nbucketing, hdfs batch 256: padded tokens {tokens['first']} (first rule) -> "
-          f"{tokens['current']} (current); time first/current, median of "
-          f"{ROUNDS_INTERLEAVED} interleaved rounds: "
-          + ", ".join(f"{k} {v:.2f}x ({min(ratios[k]):.2f}-{max(ratios[k]):.2f})"
-                      for k, v in median.items()))  # fmt: skip
+    variants = {name: ("bucket_width", rule) for name, rule in rules.items()}
+    ratios = _batching_ab(bench_bundle, ws, variants, monkeypatch)
+    median = _report(
+        f"bucketing, hdfs batch 256, padded tokens {tokens['first']} (first rule) -> "
+        f"{tokens['current']} (current); time first/current",
+        ratios,
+    )
     assert tokens["current"] < tokens["first"]
+    assert float(np.median(list(median.values()))) >= 1.0, median
+
+
+@pytest.mark.parametrize("kind", ["bgl", "hdfs"])
+def test_cpu_token_budget(
+    bench_bundle: Bundle,
+    windows: dict[str, list[np.ndarray]],
+    monkeypatch: pytest.MonkeyPatch,
+    kind: str,
+) -> None:
+    """Calls of at most CPU_MAX_TOKENS tokens against whole batches of 256, each CPU
+    backend: the median per-round ratio must not fall below 1."""
+    from logsieve.engine import batching
+
+    budget = batching.CPU_MAX_TOKENS
+    variants = {"budget": ("CPU_MAX_TOKENS", budget), "whole batch": ("CPU_MAX_TOKENS", 1 << 30)}
+    ratios = _batching_ab(bench_bundle, windows[kind][: N_WINDOWS[256]], variants, monkeypatch)
+    median = _report(
+        f"{kind} batch 256, calls of <= {budget} tokens; time whole batch/budget",
+        ratios,
+    )
     assert float(np.median(list(median.values()))) >= 1.0, median

@@ -20,7 +20,13 @@ from logsieve.errors import ConfigError
 
 from .base import Engine, FloatArray, IdArray
 
-__all__ = ["batches", "bucket_width", "pad", "score_windows"]
+__all__ = ["CPU_MAX_TOKENS", "batches", "bucket_width", "pad", "score_windows"]
+
+# Tokens per engine call on a CPU. A batch of 256 BGL windows (101 tokens) carries 26k
+# rows through every matrix product: ~80 MB of activations per layer, far past the
+# caches. Calls of at most ~1,000 tokens ran 1.2-1.4x faster for every CPU backend on
+# those windows, and no slower on HDFS ones (bench/RESULTS.md); GPUs want big batches.
+CPU_MAX_TOKENS = 1024
 
 
 def bucket_width(length: int, max_len: int) -> int:
@@ -43,16 +49,21 @@ def pad(windows: Sequence[IdArray], width: int) -> tuple[IdArray, IdArray]:
     return ids, lengths
 
 
-def batches(lengths: IdArray, batch_size: int, max_len: int) -> list[tuple[IdArray, int]]:
+def batches(
+    lengths: IdArray, batch_size: int, max_len: int, max_tokens: int | None = None
+) -> list[tuple[IdArray, int]]:
     """``(indices, width)`` per batch: same-width groups of sorted lengths, each cut
-    into pieces of at most ``batch_size``."""
+    into pieces of at most ``batch_size`` rows and, if given, ``max_tokens`` padded
+    tokens (never fewer than one row)."""
     order = np.argsort(lengths, kind="stable")
     widths = np.array([bucket_width(int(n), max_len) for n in lengths[order]], dtype=np.int64)
     out: list[tuple[IdArray, int]] = []
     cuts = np.flatnonzero(np.diff(widths)) + 1
     for group, group_widths in zip(np.split(order, cuts), np.split(widths, cuts), strict=True):
-        for start in range(0, len(group), batch_size):
-            out.append((group[start : start + batch_size], int(group_widths[0])))
+        width = int(group_widths[0])
+        rows = batch_size if max_tokens is None else max(1, min(batch_size, max_tokens // width))
+        for start in range(0, len(group), rows):
+            out.append((group[start : start + rows], width))
     return out
 
 
@@ -62,7 +73,8 @@ def score_windows(
     """Score every window; returns ``(scores [N], token_probs per window, unpadded)``.
 
     Each window must already hold ``[CLS]`` and fit the engine (``2..max_len`` tokens;
-    the vocabulary's encoder splits longer ones).
+    the vocabulary's encoder splits longer ones). ``batch_size`` caps the windows per
+    engine call; on a CPU a call also holds at most :data:`CPU_MAX_TOKENS` tokens.
     """
     info = engine.info
     batch_size = min(batch_size, info.max_batch)
@@ -74,7 +86,8 @@ def score_windows(
         raise ConfigError("window length", bad, f"2..{info.max_len} tokens for {info.label}")
     scores = np.empty(len(windows), dtype=np.float32)
     probs: list[FloatArray] = [np.empty(0, dtype=np.float32)] * len(windows)
-    for idx, width in batches(lengths, batch_size, info.max_len):
+    max_tokens = CPU_MAX_TOKENS if info.device == "cpu" else None
+    for idx, width in batches(lengths, batch_size, info.max_len, max_tokens):
         ids, lens = pad([windows[i] for i in idx], width)
         s, p = engine.score(ids, lens)
         scores[idx] = s

@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 from logsieve.engine import COMBINATIONS, Engine, build_engine, load_engine, score_windows
-from logsieve.engine.batching import bucket_width, pad
+from logsieve.engine.base import FloatArray, IdArray
+from logsieve.engine.batching import CPU_MAX_TOKENS, batches, bucket_width, pad
 from logsieve.errors import ConfigError
 
 from .conftest import Exported
@@ -124,6 +125,47 @@ def test_rejects_what_it_cannot_run(engine: Engine) -> None:
         engine.score(np.ones((0, 4), dtype=np.int64), np.zeros(0, dtype=np.int64))
     with pytest.raises(ConfigError, match="window length"):
         score_windows(engine, [np.array([1], dtype=np.int64)])
+
+
+class _Recording:
+    """The engine under test, with the shape of every call it receives noted."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine, self.info = engine, engine.info
+        self.shapes: list[tuple[int, ...]] = []
+
+    def score(self, ids: IdArray, lengths: IdArray) -> tuple[FloatArray, FloatArray]:
+        self.shapes.append(ids.shape)
+        result: tuple[FloatArray, FloatArray] = self.engine.score(ids, lengths)
+        return result
+
+
+def test_calls_stay_within_the_token_budget_on_cpu(engine: Engine, exported: Exported) -> None:
+    # BGL-like 101-token windows beside the short HDFS ones: 256 of them in one call
+    # would be 26k tokens, which a CPU runs slower than ten calls of ~1,000.
+    short = exported.windows[:300]
+    long = [np.resize(w, 101) for w in exported.windows[:300]]
+    for w in long:
+        w[0] = 1  # [CLS]
+    recording = _Recording(engine)
+    scores, _ = score_windows(recording, short + long, batch_size=256)
+    direct, _ = score_windows(engine, short + long, batch_size=256)
+    np.testing.assert_array_equal(scores, direct)
+    assert sum(b for b, _ in recording.shapes) == 600
+    if engine.info.device == "cpu":
+        assert all(b * t <= CPU_MAX_TOKENS for b, t in recording.shapes), recording.shapes
+    else:  # GPUs take the whole batch
+        assert max(b for b, _ in recording.shapes) > CPU_MAX_TOKENS // 101
+
+
+def test_batches_respect_rows_and_tokens() -> None:
+    lengths = np.array([3] * 10 + [101] * 30 + [512] * 3, dtype=np.int64)
+    got = batches(lengths, 256, 512, max_tokens=1024)
+    assert sorted(int(i) for idx, _ in got for i in idx) == list(range(len(lengths)))
+    assert all(len(idx) * w <= 1024 or len(idx) == 1 for idx, w in got)
+    assert [len(idx) for idx, w in got if w == 104] == [9, 9, 9, 3]  # 1024 // 104 rows
+    assert [len(idx) for idx, w in got if w == 512] == [2, 1]
+    assert [len(idx) for idx, w in batches(lengths, 8, 512)] == [8, 2, 8, 8, 8, 6, 3]
 
 
 def test_bucket_widths_are_few_and_fit() -> None:
