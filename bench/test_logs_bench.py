@@ -253,14 +253,14 @@ def test_windowing_only(
 ) -> None:
     """Key extraction + windower on records whose text is already parsed."""
     from logsieve.logs.keys import KeyExtractor
-    from logsieve.logs.windows import make_windower
+    from logsieve.logs.windows import Windower, make_windower
 
     name, records, config, _ = window_corpus
     benchmark.group = f"windows {name}"
 
     def run() -> int:
         extractor = KeyExtractor(config.windows)
-        windower = make_windower(config.windows)
+        windower: Windower[Any] = make_windower(config.windows)
         n = 0
         for r in records:
             n += len(windower.add(r.time, extractor.keys(r), r))
