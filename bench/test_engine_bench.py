@@ -321,3 +321,35 @@ def test_cpu_token_budget(
         ratios,
     )
     assert float(np.median(list(median.values()))) >= 1.0, median
+
+
+def test_cpu_order_holds(bench_bundle: Bundle, windows: dict[str, list[np.ndarray]]) -> None:
+    """``auto`` on a CPU takes ONNX Runtime fp32 before a built AOTInductor package
+    (registry order): time both against eager, interleaved, at every batch size on both
+    kinds of window, print the ratios, and check what the order rests on, by the median
+    of per-round ratios: ONNX Runtime ahead on single HDFS windows (the batches a quiet
+    server scores) and not materially behind (within 10%) at batch 256."""
+    runners = {name: _runner(bench_bundle, *spec) for name, spec in CPU_BACKENDS.items()}
+    table: dict[tuple[str, int], dict[str, float]] = {}
+    for kind in ("hdfs", "bgl"):
+        for batch in (1, 64, 256):
+            ws = windows[kind][: N_WINDOWS[batch]]
+            times: dict[str, list[float]] = {name: [] for name in runners}
+            for round_ in range(ROUNDS_INTERLEAVED + 1):
+                for name, run in runners.items():
+                    t0 = time.perf_counter()
+                    run(ws, batch)
+                    if round_:  # the first round warms up
+                        times[name].append(time.perf_counter() - t0)
+            eager = np.array(times["torch-eager-fp32"])
+            table[kind, batch] = {
+                n: float(np.median(eager / np.array(t))) for n, t in times.items()
+            }
+    print("\nCPU order, speed-up over torch eager fp32 (median of "
+          f"{ROUNDS_INTERLEAVED} interleaved rounds):")  # fmt: skip
+    for (kind, batch), ratios in table.items():
+        shown = {k: v for k, v in ratios.items() if k != "torch-eager-fp32"}
+        print(f"  {kind} batch {batch}: " + ", ".join(f"{k} {v:.2f}x" for k, v in shown.items()))
+    single, full = table["hdfs", 1], table["hdfs", 256]
+    assert single["onnxruntime-fp32"] >= single["aoti-fp32"], single
+    assert full["onnxruntime-fp32"] >= 0.9 * full["aoti-fp32"], full

@@ -7,17 +7,18 @@ measurements in ``bench/RESULTS.md``):
    (the plan is built on first use and cached in the bundle's ``engines/``);
 2. ``aoti`` on the GPU, fp16 then fp32, when such a package was built for this GPU;
 3. ``torch`` on the GPU (the exported program, eager), when a CUDA GPU is present;
-4. ``aoti`` fp32 on the CPU, when a package was built for this CPU (interleaved
-   measurement at batch 256 on HDFS windows: 1.05x the eager model, ONNX Runtime fp32
-   0.89x; at batch 1 both are 5-6x);
-5. ``onnxruntime`` fp32 on the CPU, when the bundle has ``model.onnx``;
+4. ``onnxruntime`` fp32 on the CPU, when the bundle has ``model.onnx``;
+5. ``aoti`` fp32 on the CPU, when a package was built for this CPU and ONNX Runtime
+   cannot run (interleaved, fifth session: the two within noise of each other at batch
+   64 and 256, 1.0-1.2x the eager model; on single HDFS windows ONNX Runtime 2.4-2.7x,
+   AOTInductor 1.6x; and ONNX Runtime needs no torch);
 6. ``torch`` fp32 on the CPU.
 
 int8 is never picked by ``auto``: its scores move by up to ~2% and depend on the other
 windows of the batch (activations are quantized per batch), so it is opt-in.
 A GPU is looked for only where the machine shows an NVIDIA device node, and AOTInductor
-only when the bundle lists a package, so a CPU-only server whose bundle has no compiled
-package ends at ONNX Runtime without importing torch.
+only when the bundle lists a package, so a CPU-only server ends at ONNX Runtime without
+importing torch.
 """
 
 from __future__ import annotations
@@ -106,8 +107,8 @@ def _auto(b: Bundle, threads: int | None) -> Engine:
         candidates += [("aoti", "fp16", "cuda", False), ("aoti", "fp32", "cuda", False)]
         candidates.append(("torch", "fp32", "cuda", False))
     candidates += [
-        ("aoti", "fp32", "cpu", False),
         ("onnxruntime", "fp32", "cpu", False),
+        ("aoti", "fp32", "cpu", False),
         ("torch", "fp32", "cpu", False),
     ]
     built_aoti = any(k.startswith("engines/aoti-") for k in b.manifest["files"])
