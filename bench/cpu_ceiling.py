@@ -27,8 +27,7 @@ from __future__ import annotations
 
 import argparse
 import copy
-import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -38,29 +37,13 @@ import torch.nn.functional as F
 from onnx import TensorProto, helper, numpy_helper
 from torch import nn
 
-from bench.test_engine_bench import _hdfs_windows
+from bench.test_engine_bench import _hdfs_windows, interleaved
 from logsieve.bundle import open_bundle
 from logsieve.engine.batching import batches, pad
 from logsieve.export.model import Discriminator, load_discriminator
 from tests.conftest import data_dir
 
 N_WINDOWS, BATCH, ROUNDS = 1024, 256, 9
-
-
-def interleaved(
-    runs: Mapping[str, Callable[[], object]], rounds: int = ROUNDS
-) -> dict[str, list[float]]:
-    """Seconds per round of each callable, the callables taking turns within a round so
-    that load which drifts during the run hits them alike (ratios come from one round)."""
-    for run in runs.values():
-        run()  # warm-up
-    times: dict[str, list[float]] = {name: [] for name in runs}
-    for _ in range(rounds):
-        for name, run in runs.items():
-            t0 = time.perf_counter()
-            run()
-            times[name].append(time.perf_counter() - t0)
-    return times
 
 
 def linears(model: Discriminator) -> list[nn.Linear]:
@@ -255,7 +238,7 @@ def main() -> None:
         for per_token, kind in ((False, "dynamic per-tensor"), (True, "per-token")):
             runs[f"int8 {kind}, {label} (ORT)"] = int8_gemms(layers, rows, args.threads, per_token)
             work[f"int8 {kind}, {label} (ORT)"] = f
-    times = interleaved(runs)
+    times = interleaved(runs, ROUNDS)
     eager = np.array(times["eager model"])
     print(
         f"{N_WINDOWS} HDFS windows, batch {BATCH}, {args.threads} thread(s): {tokens} tokens, "

@@ -20,11 +20,12 @@ Every backend scores the same windows through :func:`logsieve.engine.score_windo
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import json
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -175,23 +176,32 @@ def test_best_compiled_cpu_speedup(
             "aoti-fp32": ("aoti", "fp32"),
         }.items()
     }
-    for run in runners.values():
-        run(ws, 256)  # warm-up
-    ratios: dict[str, list[float]] = {name: [] for name in runners if name != "torch-eager-fp32"}
-    for _ in range(ROUNDS_INTERLEAVED):
-        eager = _timed(runners["torch-eager-fp32"], ws)
-        for name in ratios:
-            ratios[name].append(eager / _timed(runners[name], ws))
-    median = {name: float(np.median(r)) for name, r in ratios.items()}
-    print("\ninterleaved speed-up over torch eager, hdfs batch 256 (median of "
-          f"{ROUNDS_INTERLEAVED} rounds): "
-          + ", ".join(f"{k} {v:.2f}x ({min(ratios[k]):.2f}-{max(ratios[k]):.2f})"
-                      for k, v in median.items()))  # fmt: skip
+    times = interleaved({name: functools.partial(run, ws, 256) for name, run in runners.items()})
+    eager = np.array(times.pop("torch-eager-fp32"))
+    ratios = {name: [float(r) for r in eager / np.array(t)] for name, t in times.items()}
+    median = _report("interleaved speed-up over torch eager, hdfs batch 256", ratios)
     best = max(median, key=lambda k: median[k])
     assert median[best] >= 2.0, f"best compiled CPU backend {best}: {median[best]:.2f}x eager"
 
 
 ROUNDS_INTERLEAVED = 5
+
+
+def interleaved(
+    runs: Mapping[str, Callable[[], object]], rounds: int = ROUNDS_INTERLEAVED
+) -> dict[str, list[float]]:
+    """Seconds per round of each callable: one warm-up call each, then ``rounds`` rounds
+    in which they take turns, so load that drifts during a run (other jobs on a shared
+    machine) hits them alike; compare them by ratios taken within a round."""
+    for run in runs.values():
+        run()
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    for _ in range(rounds):
+        for name, run in runs.items():
+            t0 = time.perf_counter()
+            run()
+            times[name].append(time.perf_counter() - t0)
+    return times
 
 
 def _timed(run: Callable[..., Any], ws: list[np.ndarray]) -> float:
@@ -212,12 +222,8 @@ def test_gpu_order_holds(bench_bundle: Bundle, windows: dict[str, list[np.ndarra
         "aoti-fp16-cuda": ("aoti", "fp16", "cuda"),
     }
     runners = {name: _runner(bench_bundle, *spec) for name, spec in names.items()}
-    for run in runners.values():
-        run(ws, 256)  # warm-up (CUDA context, autotuned kernels)
-    times: dict[str, list[float]] = {name: [] for name in runners}
-    for _ in range(ROUNDS_INTERLEAVED):
-        for name, run in runners.items():
-            times[name].append(_timed(run, ws))
+    # The warm-up call also creates the CUDA context and autotunes kernels.
+    times = interleaved({name: functools.partial(run, ws, 256) for name, run in runners.items()})
     best = {name: min(t) for name, t in times.items()}
     cpu, gpu = best["torch-eager-fp32"], best["torch-fp32-cuda"]
     print(f"\nGPU, hdfs batch 256, interleaved (best of {ROUNDS_INTERLEAVED}): " + ", ".join(
@@ -334,13 +340,9 @@ def test_cpu_order_holds(bench_bundle: Bundle, windows: dict[str, list[np.ndarra
     for kind in ("hdfs", "bgl"):
         for batch in (1, 64, 256):
             ws = windows[kind][: N_WINDOWS[batch]]
-            times: dict[str, list[float]] = {name: [] for name in runners}
-            for round_ in range(ROUNDS_INTERLEAVED + 1):
-                for name, run in runners.items():
-                    t0 = time.perf_counter()
-                    run(ws, batch)
-                    if round_:  # the first round warms up
-                        times[name].append(time.perf_counter() - t0)
+            times = interleaved(
+                {name: functools.partial(run, ws, batch) for name, run in runners.items()}
+            )
             eager = np.array(times["torch-eager-fp32"])
             table[kind, batch] = {
                 n: float(np.median(eager / np.array(t))) for n, t in times.items()
