@@ -42,6 +42,7 @@ from logsieve.bundle import open_bundle
 from logsieve.engine.batching import batches, pad
 from logsieve.export.model import Discriminator, load_discriminator
 from tests.conftest import data_dir
+from tests.engine.conftest import parity_windows
 
 N_WINDOWS, BATCH, ROUNDS = 1024, 256, 9
 
@@ -184,8 +185,7 @@ class _FakeQuantLinear(nn.Module):
 def accuracy(model: Discriminator, threshold: float, root: Path) -> None:
     from logsieve.export.prepare import prepare
 
-    flat = [c for w in prepare("hdfs-sessions", root / "hdfs" / "sessions").test for c in w]
-    windows = [flat[i] for i in np.linspace(0, len(flat) - 1, 2000).astype(int)]
+    windows = parity_windows(prepare("hdfs-sessions", root / "hdfs" / "sessions"))
     lengths = np.array([len(w) for w in windows], dtype=np.int64)
 
     def scores(m: Discriminator) -> np.ndarray:

@@ -25,15 +25,12 @@ from logsieve.engine import COMBINATIONS, load_engine, score_windows
 from logsieve.errors import BackendUnavailable, BundleError, ConfigError
 from logsieve.export.prepare import prepare
 from tests.conftest import data_dir
-from tests.engine.conftest import N_PARITY, eager_reference
+from tests.engine.conftest import eager_reference, parity_windows
 
 
 def main(bundle_path: Path, data: Path, devices: tuple[str, ...] = ("cpu", "cuda")) -> None:
     bundle = open_bundle(bundle_path)
-    prepared = prepare("hdfs-sessions", data / "hdfs" / "sessions")
-    flat = [c for w in prepared.test for c in w]
-    pick = np.linspace(0, len(flat) - 1, min(N_PARITY, len(flat))).astype(int)
-    windows = [flat[i] for i in pick]
+    windows = parity_windows(prepare("hdfs-sessions", data / "hdfs" / "sessions"))
     ref, ref_probs = eager_reference(bundle, windows)
     threshold = bundle.threshold
     print(f"{len(windows)} real HDFS test windows; threshold {threshold:.6g}; "

@@ -48,6 +48,15 @@ def _data(tmp: Path) -> tuple[Prepared, str]:
     return prepare("hdfs", log, train_n=800, labels_path=tmp / "l.csv"), "generated HDFS logs"
 
 
+def parity_windows(data: Prepared) -> list[IdArray]:
+    """The :data:`N_PARITY` windows parity is checked on: test chunks spread evenly over
+    the whole test split (the suite, ``bench/engine_parity.py`` and
+    ``bench/cpu_ceiling.py`` use the same ones)."""
+    flat = [c for w in data.test for c in w]
+    pick = np.linspace(0, len(flat) - 1, min(N_PARITY, len(flat))).astype(int)
+    return [flat[i] for i in pick]
+
+
 def eager_reference(
     bundle: Bundle, windows: list[IdArray]
 ) -> tuple[npt.NDArray[np.float32], list[npt.NDArray[np.float32]]]:
@@ -73,8 +82,6 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> Exported:
     model = ModelConfig(vocab_size=data.vocab.size, max_len=data.log_config.max_len)
     bundle, _ = train_bundle(data, tmp / "bundle", train_cfg=cfg, model_cfg=model, progress=False)
     bundle = export_bundle(bundle.path, max_batch=512)
-    flat = [c for w in data.test for c in w]
-    pick = np.linspace(0, len(flat) - 1, min(N_PARITY, len(flat))).astype(int)
-    windows = [flat[i] for i in pick]
+    windows = parity_windows(data)
     scores, probs = eager_reference(bundle, windows)
     return Exported(bundle, windows, scores, probs, source)
