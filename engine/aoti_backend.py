@@ -120,16 +120,16 @@ def build(bundle: Bundle, *, device: str = "cpu", precision: str = "fp32") -> Bu
 # Loads the package and scores one batch; run in a child so that a crash stays there.
 # Each step is announced on stderr first, so a crash can be placed (the loader or the
 # first call); the child runs with faulthandler, which prints the Python stack on SIGSEGV.
-_PROBE = """
+STEP = "probe step: "  # how a probe announces what it does next
+_PROBE = f"""
 import sys, torch
-print("probe step: loading the package", file=sys.stderr, flush=True)
+print({STEP!r} + "loading the package", file=sys.stderr, flush=True)
 runner = torch._inductor.aoti_load_package(sys.argv[1])
-print("probe step: scoring one batch", file=sys.stderr, flush=True)
+print({STEP!r} + "scoring one batch", file=sys.stderr, flush=True)
 ids = torch.full((2, 5), 4, dtype=torch.int64, device=sys.argv[2])
 scores, _ = runner(ids, torch.tensor([5, 3], dtype=torch.int64, device=sys.argv[2]))
 assert bool(torch.isfinite(scores).all()), scores
 """
-STEP = "probe step: "  # how a probe announces what it does next
 
 
 def crash_site(stderr: str) -> str:
