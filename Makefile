@@ -31,7 +31,7 @@ DATA ?= ../shared/data
 ACCURACY_OUT ?= bench/accuracy.md
 ACCURACY_ARGS ?= --seeds 3
 bench-accuracy: setup
-	$(BIN)/python -m logsieve.export.harness --data-root $(DATA) --out $(ACCURACY_OUT) \
+	$(BIN)/python -m logsieve.export.evaluation.harness --data-root $(DATA) --out $(ACCURACY_OUT) \
 		$(ACCURACY_ARGS)
 
 lint: setup

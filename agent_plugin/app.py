@@ -37,8 +37,9 @@ from typing import Any
 
 from logsieve.bundle import Bundle
 from logsieve.engine import Engine, load_engine
+from logsieve.engine.windows import LocalWindowEngine, WindowEngine
+from logsieve.engine.worker import EngineWorker
 
-from .engine_worker import EngineWorker
 from .metrics import Metrics
 from .metrics_http import MetricsServer
 from .pipeline import StreamingPipeline
@@ -76,14 +77,11 @@ class Service:
         self.settings = settings
         self.bundle = bundle
         cfg = settings.pipeline
-        # Ours to close at stop(): the child process when the engine runs in one.
-        self._worker: EngineWorker | None = None
         self._gc_before: tuple[int, int, int] | None = None  # start() sets, stop() restores
-        self.engine: Engine | EngineWorker
-        if engine is not None:
-            self.engine = engine
-        elif cfg.engine_process:
-            self.engine = self._worker = EngineWorker(
+        # Ours to close at stop(): a child process, or the in-process engine's thread.
+        self.engine: WindowEngine
+        if engine is None and cfg.engine_process:
+            self.engine = EngineWorker(
                 bundle.path,
                 cfg.backend,
                 threads=cfg.engine_threads,
@@ -91,7 +89,9 @@ class Service:
                 batch_timeout=cfg.engine_timeout,
             )
         else:
-            self.engine = load_engine(bundle, cfg.backend, threads=cfg.engine_threads)
+            if engine is None:
+                engine = load_engine(bundle, cfg.backend, threads=cfg.engine_threads)
+            self.engine = LocalWindowEngine.for_bundle(engine, bundle, cfg.batch_size)
         try:
             self._wire(settings, clock)
         except BaseException:
@@ -204,9 +204,8 @@ class Service:
         self._release()
 
     def _release(self) -> None:
-        """Stop the engine process (if ours) and restore the collector's thresholds."""
-        if self._worker is not None:
-            self._worker.close()
+        """Release the engine and restore the collector's thresholds."""
+        self.engine.close()
         if self._gc_before is not None:
             gc.set_threshold(*self._gc_before)
             self._gc_before = None

@@ -63,9 +63,9 @@ def run_demo(
     evidence: int = 3,
 ) -> dict[str, int]:
     """Run the demo, printing through ``echo``; returns the counts it reports."""
+    from logsieve.export.data.readers import parse_hdfs_line
+    from logsieve.export.data.synth import ANOMALY_KINDS, generate_hdfs
     from logsieve.export.demo import demo_bundle
-    from logsieve.export.readers_raw import parse_hdfs_line
-    from logsieve.export.synth import ANOMALY_KINDS, generate_hdfs
 
     bundle = demo_bundle(cache, echo, seed=seed)
     test = generate_hdfs(test_blocks, anomaly_rate=anomaly_rate, seed=seed + 1000)

@@ -16,126 +16,31 @@ top-k lines by per-token anomaly probability, highest first, each
 
 ``flag_id`` is a hash of (model id, key, window start, window end), so a resend
 of the same window, even from a restarted process, carries the same id and a
-receiver can drop the repeat (the upstream client is at-least-once).
+receiver can drop the repeat (the upstream client is at-least-once). The verdict,
+the evidence order and the id come from :mod:`logsieve.verdict`, the rule offline
+scoring uses too.
 """
 
 from __future__ import annotations
 
-import hashlib
-import heapq
-import json
-import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
-__all__ = [
-    "DEFAULT_FLAG_TAG",
-    "FlagBuilder",
-    "ScoredWindow",
-    "Verdict",
-    "VerdictLabel",
-    "build_flag",
-    "enrich",
-    "label_of",
-    "make_flag_id",
-    "verdict_of",
-]
+from logsieve.errors import ConfigError
+from logsieve.verdict import ScoredWindow, Verdict, verdict_of
+
+__all__ = ["DEFAULT_FLAG_TAG", "FlagBuilder", "build_flag", "enrich"]
 
 DEFAULT_FLAG_TAG = "logsieve.flag"
-VerdictLabel = Literal["anomaly", "normal"]
-
-
-@dataclass(frozen=True, slots=True)
-class ScoredWindow:
-    """One window after scoring, as the flag builder needs it.
-
-    Attributes:
-        key: What the window groups by: a host, or an HDFS block id.
-        start, end: Time of the first and last line, Unix seconds.
-        lines: The raw log lines, in window order.
-        template_ids: The template (log key) id of each line.
-        templates: The template text of each line.
-        score: The window's anomaly score (higher is more anomalous).
-        threshold: The calibrated threshold; the window is an anomaly when
-            ``score > threshold``.
-        token_probs: Per-line anomaly probability from the detector (for
-            FastLogAD the discriminator's probability that the line's token was
-            replaced; higher is more anomalous).
-
-    ``template_ids``, ``templates`` and ``token_probs`` are aligned with
-    ``lines`` (same length, same order); ValueError otherwise.
-    """
-
-    key: str
-    start: float
-    end: float
-    lines: Sequence[str]
-    template_ids: Sequence[int]
-    templates: Sequence[str]
-    score: float
-    threshold: float
-    token_probs: Sequence[float]
-
-    def __post_init__(self) -> None:
-        n = len(self.lines)
-        for name in ("template_ids", "templates", "token_probs"):
-            if len(getattr(self, name)) != n:
-                raise ValueError(
-                    f"ScoredWindow {self.key!r}: {name} has {len(getattr(self, name))} "
-                    f"items but lines has {n}; they must be aligned"
-                )
-        if not (math.isfinite(self.start) and math.isfinite(self.end)) or self.end < self.start:
-            raise ValueError(
-                f"ScoredWindow {self.key!r}: bad time range {self.start!r}..{self.end!r}"
-            )
-
-
-@dataclass(frozen=True, slots=True)
-class Verdict:
-    """A window's verdict, for enriching pass-through records (:func:`enrich`)."""
-
-    label: VerdictLabel
-    score: float
-    flag_id: str
-
-
-def make_flag_id(model_id: str, key: str, start: float, end: float) -> str:
-    """Stable id of one window's verdict: 32 hex chars of SHA-256 over its identity.
-
-    ``repr`` of the floats is exact and round-trips, so the same window always
-    hashes the same, in any process.
-    """
-    identity = json.dumps([model_id, key, repr(float(start)), repr(float(end))])
-    return hashlib.sha256(identity.encode("utf-8")).hexdigest()[:32]
-
-
-def label_of(window: ScoredWindow) -> VerdictLabel:
-    """``"anomaly"`` when the score is above the threshold, else ``"normal"``."""
-    return "anomaly" if window.score > window.threshold else "normal"
-
-
-def verdict_of(window: ScoredWindow, model_id: str) -> Verdict:
-    """The window's verdict and its flag id."""
-    flag_id = make_flag_id(model_id, window.key, window.start, window.end)
-    return Verdict(label_of(window), float(window.score), flag_id)
 
 
 def build_flag(
     window: ScoredWindow, *, model_id: str, detector: str, top_k: int = 5
 ) -> dict[str, Any]:
     """The flag record for ``window`` (whatever its verdict)."""
-    if top_k < 0:
-        raise ValueError(f"top_k={top_k}: must be >= 0")
     verdict = verdict_of(window, model_id)
-    # Lines no training template matched first (the detector has never seen them: the
-    # clearest "why"), then the highest replaced-token probability; ties keep window
-    # order. The same order as offline scoring (logsieve score).
-    top = heapq.nsmallest(
-        top_k,
-        range(len(window.lines)),
-        key=lambda i: (window.template_ids[i] >= 0, -float(window.token_probs[i]), i),
-    )
+    top = window.evidence(top_k)
     evidence = [
         {
             "line": window.lines[i],
@@ -172,13 +77,13 @@ class FlagBuilder:
 
     def __post_init__(self) -> None:
         if self.top_k < 0:
-            raise ValueError(f"top_k={self.top_k}: must be >= 0")
+            raise ConfigError("top_k", self.top_k, "an integer >= 0")
         if not self.tag:
-            raise ValueError("tag must be non-empty")
+            raise ConfigError("flag_tag", self.tag, "a non-empty tag")
 
     def build(self, window: ScoredWindow) -> dict[str, Any] | None:
         """The record to send, or None for a normal window unless ``every_verdict``."""
-        if not self.every_verdict and label_of(window) == "normal":
+        if not self.every_verdict and not window.anomaly:
             return None  # decided before the id hash and the evidence: most windows
         return build_flag(window, model_id=self.model_id, detector=self.detector, top_k=self.top_k)
 

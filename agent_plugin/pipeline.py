@@ -7,8 +7,8 @@
                                        bounded queue ◄────┘   (put awaits when full)
                                              │ batcher: batch_size windows or max_wait_ms
                                              ▼
-                         engine: awaited from its own process (the default, engine_worker.py)
-                         or run in one worker thread; the loop stays responsive
+                         WindowEngine.score_ids_async: the engine's own process (the
+                         default) or one worker thread; the loop stays responsive
                                              │ ScoredWindow
                                              ▼
                          FlagBuilder → upstream.send(flag_tag, flag)   (+ verdicts, pass-through)
@@ -34,24 +34,22 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
 
 from logsieve.bundle import Bundle
-from logsieve.engine import Engine
+from logsieve.engine.windows import WindowEngine
 from logsieve.errors import BundleError, LogsieveError
 from logsieve.logs.pipeline import Event, LinePipeline
 from logsieve.logs.records import LogRecord
 from logsieve.logs.templates import TemplateMatcher
 from logsieve.logs.windows import Window
+from logsieve.verdict import Verdict, scored_windows, template_ids
 
-from .engine_worker import EngineWorker
-from .flags import FlagBuilder, Verdict, enrich, label_of
+from .flags import FlagBuilder, enrich
 from .forward import LogRecord as ForwardRecord
 from .forward import RecordBatch
 from .pipeline_config import PipelineConfig
 from .pipeline_metrics import PipelineMetrics
-from .scoring import WindowScorer
 
 __all__ = ["FlagSender", "PipelineClosedError", "StreamingPipeline"]
 
@@ -77,7 +75,7 @@ class StreamingPipeline:
 
     Usage::
 
-        pipeline = StreamingPipeline(config, bundle, engine, upstream, metrics.registry)
+        pipeline = StreamingPipeline(config, bundle, engine, upstream, PipelineMetrics())
         await pipeline.start()
         server = ForwardServer(server_config, pipeline, metrics)   # pipeline is the sink
         ...
@@ -88,7 +86,7 @@ class StreamingPipeline:
         self,
         config: PipelineConfig,
         bundle: Bundle,
-        engine: Engine | EngineWorker,
+        engine: WindowEngine,
         upstream: FlagSender,
         metrics: PipelineMetrics | None = None,
         *,
@@ -106,7 +104,9 @@ class StreamingPipeline:
         # Only per-host (sliding) windows read a record's host; session keys never do.
         self._needs_host = log_config.windows.kind == "sliding"
         self.lines = LinePipeline(log_config, TemplateMatcher.from_state(bundle.templates_state))
-        self.scorer = WindowScorer(engine, bundle.vocab, log_config, bundle.threshold)
+        self.engine = engine
+        self.vocab = bundle.vocab
+        self.threshold = bundle.threshold
         self.builder = FlagBuilder(
             model_id=bundle.model_id,
             detector=bundle.detector,
@@ -117,15 +117,19 @@ class StreamingPipeline:
         self.metrics = metrics if metrics is not None else PipelineMetrics()
         self._clock = clock
         self._queue: asyncio.Queue[Window[Event] | object] = asyncio.Queue(config.queue_size)
-        # One worker: engine calls are serial, and the engine owns its own threads.
-        self._executor = ThreadPoolExecutor(1, thread_name_prefix="logsieve-engine")
         self._held: dict[int, tuple[Event, ForwardRecord]] = {}  # pass-through, by id(event)
         self._max_time: float | None = None
         self._max_time_seen_at = 0.0
         self._state = "new"
         self._batcher: asyncio.Task[None] | None = None
         self._ticker: asyncio.Task[None] | None = None
-        self.metrics.bind(self)
+        self.metrics.bind(
+            open_windows=lambda: self.lines.windower.open_windows,
+            unknown_rate=lambda: self.lines.matcher.unknown_rate,
+            queue_depth=lambda: self.queue_depth,
+            held_records=lambda: self.held_records,
+            engine_restarts=lambda: engine.restarts,
+        )
 
     # -- lifecycle -----------------------------------------------------------
 
@@ -161,7 +165,6 @@ class StreamingPipeline:
         for _event, rec in list(self._held.values()):
             await self._pass(rec, None)
         self._held.clear()
-        self._executor.shutdown(wait=True)
         self._state = "closed"
         log.info("pipeline closed: %s", self.stats())
 
@@ -282,7 +285,7 @@ class StreamingPipeline:
         m = self.metrics
         t0 = time.perf_counter()
         try:
-            scored = await self.scorer.score_async(windows, self._executor)
+            scores = await self.engine.score_ids_async(template_ids(windows))
         except Exception:
             # A failing engine must not take the server down; the windows are counted.
             m.windows_failed.inc(len(windows))
@@ -291,8 +294,9 @@ class StreamingPipeline:
         m.engine_seconds.observe(time.perf_counter() - t0)
         m.batch_windows.observe(len(windows))
         anomalies = 0
+        scored = scored_windows(windows, scores, self.vocab, self.threshold)
         for window, sw in zip(windows, scored, strict=True):
-            anomaly = label_of(sw) == "anomaly"
+            anomaly = sw.anomaly
             anomalies += anomaly
             record = self.builder.build(sw)
             if record is not None:

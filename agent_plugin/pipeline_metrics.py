@@ -10,11 +10,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from .engine_worker import EngineWorker
 from .metrics import MetricsRegistry
 
 if TYPE_CHECKING:
-    from .pipeline import StreamingPipeline
     from .upstream import UpstreamClient
 
 __all__ = ["PipelineMetrics"]
@@ -83,16 +81,21 @@ class PipelineMetrics:
             ["kind"],
         )
 
-    def bind(self, pipeline: StreamingPipeline) -> None:
-        """Read the pipeline's depths at scrape time."""
-        lines = pipeline.lines
-        self.unknown_rate.set_function(lambda: lines.matcher.unknown_rate)
-        self.windows_open.set_function(lambda: lines.windower.open_windows)
-        self.queue_depth.set_function(lambda: pipeline.queue_depth)
-        self.held_records.set_function(lambda: pipeline.held_records)
-        engine = pipeline.scorer.engine
-        if isinstance(engine, EngineWorker):
-            self.engine_restarts.set_function(lambda: engine.restarts)
+    def bind(
+        self,
+        *,
+        open_windows: Callable[[], float],
+        unknown_rate: Callable[[], float],
+        queue_depth: Callable[[], float],
+        held_records: Callable[[], float],
+        engine_restarts: Callable[[], float],
+    ) -> None:
+        """Read the pipeline's depths at scrape time, through the functions handed in."""
+        self.windows_open.set_function(open_windows)
+        self.unknown_rate.set_function(unknown_rate)
+        self.queue_depth.set_function(queue_depth)
+        self.held_records.set_function(held_records)
+        self.engine_restarts.set_function(engine_restarts)
 
     def bind_upstream(self, client: UpstreamClient) -> None:
         """Export the upstream client's counters and gauges (flags sent/buffered/spilled)."""

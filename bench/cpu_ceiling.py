@@ -40,7 +40,7 @@ from torch import nn
 from bench.test_engine_bench import _hdfs_windows, interleaved
 from logsieve.bundle import open_bundle
 from logsieve.engine.batching import batches, pad
-from logsieve.export.model import Discriminator, load_discriminator
+from logsieve.export.fastlogad.model import Discriminator, load_discriminator
 from tests.conftest import data_dir
 from tests.engine.conftest import parity_windows
 
@@ -183,7 +183,7 @@ class _FakeQuantLinear(nn.Module):
 
 
 def accuracy(model: Discriminator, threshold: float, root: Path) -> None:
-    from logsieve.export.prepare import prepare
+    from logsieve.export.data.prepare import prepare
 
     windows = parity_windows(prepare("hdfs-sessions", root / "hdfs" / "sessions"))
     lengths = np.array([len(w) for w in windows], dtype=np.int64)

@@ -23,7 +23,7 @@ import numpy as np
 from logsieve.bundle import open_bundle
 from logsieve.engine import COMBINATIONS, load_engine, score_windows
 from logsieve.errors import BackendUnavailable, BundleError, ConfigError
-from logsieve.export.prepare import prepare
+from logsieve.export.data.prepare import prepare
 from tests.conftest import data_dir
 from tests.engine.conftest import eager_reference, parity_windows
 

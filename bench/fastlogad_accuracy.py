@@ -24,11 +24,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from logsieve.export.calibrate import score_sequences
-from logsieve.export.fastlogad import evaluate, load_model, score_windows, train_bundle
-from logsieve.export.model import ModelConfig
-from logsieve.export.prepare import prepare
-from logsieve.export.train import TrainConfig
+from logsieve.export.data.prepare import prepare
+from logsieve.export.evaluation.bundle_eval import evaluate
+from logsieve.export.fastlogad.bundle import train_bundle
+from logsieve.export.fastlogad.model import ModelConfig
+from logsieve.export.fastlogad.scoring import load_model, score_sequences, score_windows
+from logsieve.export.fastlogad.train import TrainConfig
 
 _PATHS = {"hdfs-sessions": "hdfs/sessions", "bgl-windows": "bgl/windows"}
 

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from logsieve.export.calibrate import metrics, project_metrics, threshold_from_normal
-from logsieve.export.fastlogad import HDFS_ANOMALOUS, HDFS_NORMAL
+from logsieve.export.calibrate import threshold_from_normal
+from logsieve.export.evaluation.metrics import HDFS_ANOMALOUS, HDFS_NORMAL, metrics, project_metrics
 
 _BUCKETS = [(1, 9), (10, 19), (20, 29), (30, 49), (50, 10**9)]
 
@@ -67,8 +67,8 @@ def report(path: Path) -> str:
 
 def plots(paths: list[Path], out_dir: Path) -> list[Path]:
     """Score histograms and ROC/PR curves, one entry per method (``<dataset>-<gen>-<seed>``)."""
-    from logsieve.export.harness import ScoredRun
-    from logsieve.export.plots import plot_curves, plot_score_distributions
+    from logsieve.export.evaluation.harness import ScoredRun
+    from logsieve.export.evaluation.plots import plot_curves, plot_score_distributions
 
     runs = []
     for path in paths:

@@ -63,7 +63,7 @@ def load_lines(path: Path | None, limit: int | None = None) -> Lines:
         raw = path.read_text(encoding="utf-8").splitlines()
         source = str(path)
     else:
-        from logsieve.export.synth import generate_hdfs
+        from logsieve.export.data.synth import generate_hdfs
 
         raw = generate_hdfs(2000, anomaly_rate=0.03, seed=0).lines
         source = "generated HDFS-like lines"

@@ -28,7 +28,7 @@ import msgpack
 from logsieve.agent_plugin.forward import ForwardLimits
 from logsieve.agent_plugin.forward.codec import RawFrame, make_unpacker
 from logsieve.agent_plugin.forward.modes import decode_request
-from logsieve.export.prepare import prepare
+from logsieve.export.data.prepare import prepare
 from logsieve.logs.pipeline import LinePipeline
 from logsieve.logs.records import LogRecord
 from logsieve.logs.templates import TemplateMatcher

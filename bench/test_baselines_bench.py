@@ -12,12 +12,12 @@ Methods, all on CPU with ``torch.set_num_threads(1)`` (one intra-op thread each;
 * ``fastlogad-auto``: the paper-size bundle (d 256, 4 layers, 4 heads, FFN 256) with an
   AOTInductor CPU package built for it, loaded by ``load_engine(bundle, "auto")``;
   ``fastlogad-eager``: the ``nn.Module`` from its ``model.pt``
-  (:class:`~logsieve.export.fastlogad.EagerEngine`). Both go through
+  (:class:`~logsieve.export.fastlogad.bundle.EagerEngine`). Both go through
   :func:`logsieve.engine.score_windows` (length bucketing). The bundle is trained
   briefly on the HDFS sessions, or taken from ``$LOGSIEVE_BENCH_BUNDLE`` (the AOTI
   package is built only when the bundle lacks one for this CPU: minutes).
 * ``deeplog``, ``logbert``, ``iforest``: the baselines at their paper sizes as
-  ``logsieve.export.methods`` builds them, fitted once on the HDFS training windows with
+  ``logsieve.export.evaluation.methods`` builds them, fitted once on the HDFS training windows with
   one epoch (speed does not depend on how well they are trained); each scores a batch
   with its own ``score`` (what the harness times). LogBERT's ``score`` pads a batch to
   its longest window, so ``logbert-bucketed`` also feeds it the same-width groups
@@ -50,8 +50,8 @@ import torch
 from logsieve.bundle import Bundle, open_bundle
 from logsieve.engine import Engine, build_engine, load_engine, score_windows
 from logsieve.engine.batching import batches
-from logsieve.export.fastlogad import EagerEngine
-from logsieve.export.prepare import Prepared
+from logsieve.export.data.prepare import Prepared
+from logsieve.export.fastlogad.scoring import EagerEngine
 
 THREADS = int(os.environ.get("LOGSIEVE_BENCH_THREADS", "1"))
 N_ITEMS = {1: 64, 256: 1024}  # windows (lines for ADALog) scored per round, by batch size
@@ -75,7 +75,7 @@ def _one_thread() -> None:
 
 @pytest.fixture(scope="session")
 def hdfs(shared_data: Path) -> Prepared:
-    from logsieve.export.prepare import prepare
+    from logsieve.export.data.prepare import prepare
 
     return prepare("hdfs-sessions", shared_data / "hdfs" / "sessions")
 
@@ -96,9 +96,9 @@ def fastlogad_bundle(hdfs: Prepared, tmp_path_factory: pytest.TempPathFactory) -
     if env:
         bundle = open_bundle(Path(env))
     else:
-        from logsieve.export.fastlogad import train_bundle
-        from logsieve.export.model import ModelConfig
-        from logsieve.export.train import TrainConfig
+        from logsieve.export.fastlogad.bundle import train_bundle
+        from logsieve.export.fastlogad.model import ModelConfig
+        from logsieve.export.fastlogad.train import TrainConfig
 
         cfg = TrainConfig(rtd_epochs=1, hst_epochs=1, batch_size=64, seed=0)
         model = ModelConfig(vocab_size=hdfs.vocab.size, max_len=hdfs.log_config.max_len)
@@ -116,7 +116,7 @@ def fastlogad_bundle(hdfs: Prepared, tmp_path_factory: pytest.TempPathFactory) -
 @pytest.fixture(scope="session")
 def fitted_baselines(hdfs: Prepared) -> dict[str, Any]:
     """The harness's baselines at their paper sizes, one epoch each (``--epochs 1``)."""
-    from logsieve.export.methods import EvalOptions, _make_baseline
+    from logsieve.export.evaluation.methods import EvalOptions, _make_baseline
 
     opt = EvalOptions(epochs=1)
     out: dict[str, Any] = {}
@@ -141,7 +141,7 @@ class AdaLogRig:
 
 @pytest.fixture(scope="session")
 def adalog(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> AdaLogRig:
-    from logsieve.export.adalog import (
+    from logsieve.export.adalog.bundle import (
         AdaLogConfig,
         export_adalog_bundle,
         load_adalog,
@@ -206,7 +206,7 @@ def _window_runner(method: str, bundle: Bundle, baselines: dict[str, Any]) -> tu
 
 
 def _line_runner(method: str, rig: AdaLogRig) -> tuple[Runner, str]:
-    from logsieve.export.adalog_model import score_ids
+    from logsieve.export.adalog.model import score_ids
 
     max_len = rig.model.cfg.max_len
     encode = rig.tokenizer.encode

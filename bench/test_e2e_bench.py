@@ -89,11 +89,11 @@ def hdfs_20000(shared_data: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def e2e_bundle(hdfs_20000: Path, tmp_path_factory: pytest.TempPathFactory) -> Bundle:
-    from logsieve.export.fastlogad import train_bundle
-    from logsieve.export.model import ModelConfig
-    from logsieve.export.prepare import prepare
+    from logsieve.export.data.prepare import prepare
+    from logsieve.export.fastlogad.bundle import train_bundle
+    from logsieve.export.fastlogad.model import ModelConfig
+    from logsieve.export.fastlogad.train import TrainConfig
     from logsieve.export.program import export_bundle
-    from logsieve.export.train import TrainConfig
 
     labels = hdfs_20000.with_name("HDFS_20000.block_labels.csv")
     data = prepare("hdfs", hdfs_20000, train_n=800, labels_path=labels)

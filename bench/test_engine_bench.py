@@ -35,7 +35,7 @@ import torch
 
 from logsieve.bundle import Bundle, open_bundle
 from logsieve.engine import COMBINATIONS, Engine, load_engine, score_windows
-from logsieve.export.fastlogad import EagerEngine
+from logsieve.export.fastlogad.scoring import EagerEngine
 
 THREADS = int(os.environ.get("LOGSIEVE_BENCH_THREADS", "1"))
 N_WINDOWS = {1: 64, 64: 512, 256: 1024}  # windows scored per round, by batch size
@@ -51,11 +51,11 @@ def bench_bundle(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) ->
     if env:
         bundle = open_bundle(Path(env))
     else:
-        from logsieve.export.fastlogad import train_bundle
-        from logsieve.export.model import ModelConfig
-        from logsieve.export.prepare import prepare
+        from logsieve.export.data.prepare import prepare
+        from logsieve.export.fastlogad.bundle import train_bundle
+        from logsieve.export.fastlogad.model import ModelConfig
+        from logsieve.export.fastlogad.train import TrainConfig
         from logsieve.export.program import export_bundle
-        from logsieve.export.train import TrainConfig
 
         data = prepare("hdfs-sessions", shared_data / "hdfs" / "sessions")
         cfg = TrainConfig(rtd_epochs=1, hst_epochs=1, batch_size=64, seed=0)
@@ -79,7 +79,7 @@ def _skip_reason(backend: str, device: str) -> str | None:
 
 
 def _hdfs_windows(root: Path, n: int) -> list[np.ndarray]:
-    from logsieve.export.prepare import prepare
+    from logsieve.export.data.prepare import prepare
 
     data = prepare("hdfs-sessions", root / "hdfs" / "sessions")
     flat = [c for w in data.test for c in w]

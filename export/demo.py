@@ -15,13 +15,12 @@ from pathlib import Path
 
 from logsieve.bundle import Bundle, open_bundle
 from logsieve.errors import BundleError
-
-from .fastlogad import train_bundle
-from .model import ModelConfig
-from .prepare import prepare
-from .program import export_bundle
-from .synth import generate_hdfs, write_synth
-from .train import TrainConfig
+from logsieve.export.data.prepare import prepare
+from logsieve.export.data.synth import generate_hdfs, write_synth
+from logsieve.export.fastlogad.bundle import train_bundle
+from logsieve.export.fastlogad.model import ModelConfig
+from logsieve.export.fastlogad.train import TrainConfig
+from logsieve.export.program import export_bundle
 
 __all__ = ["demo_bundle"]
 

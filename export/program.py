@@ -32,8 +32,7 @@ from torch import Tensor, nn
 
 from logsieve.bundle import Bundle, add_files, open_bundle
 from logsieve.errors import BundleError, ConfigError
-
-from .model import Discriminator, load_discriminator
+from logsieve.export.fastlogad.model import Discriminator, load_discriminator
 
 __all__ = [
     "INPUTS",

@@ -75,7 +75,7 @@ def log_options(func: F) -> F:
 
 def _log_config(fmt: str, config_path: Path | None) -> Any:
     from logsieve.config import load_log_config
-    from logsieve.export.formats import default_log_config
+    from logsieve.export.data.formats import default_log_config
 
     return load_log_config(config_path) if config_path else default_log_config(fmt)
 
@@ -101,7 +101,7 @@ def templates(
     """
     import json
 
-    from logsieve.export.offline import mine_file
+    from logsieve.export.data.offline import mine_file
 
     found = mine_file(file, fmt, _log_config(fmt, config_path), pattern=pattern)
     rows = sorted(found.miner.templates, key=lambda t: (-t.count, t.id))
@@ -130,7 +130,7 @@ def windows(
       logsieve windows --format hdfs ../shared/data/hdfs/raw/HDFS_5k.log --limit 5
       logsieve windows --format bgl ../shared/data/bgl/raw/BGL_5000.log
     """
-    from logsieve.export.offline import window_file
+    from logsieve.export.data.offline import window_file
 
     n = 0
     for w in window_file(file, fmt, _log_config(fmt, config_path), pattern=pattern):
@@ -175,7 +175,7 @@ def synth(
       logsieve synth hdfs /tmp/hdfs.log --size 500 --labels /tmp/hdfs_labels.csv
       logsieve synth bgl /tmp/bgl.log --size 20 --duration 7200
     """
-    from logsieve.export.synth import generate_bgl, generate_hdfs, write_synth
+    from logsieve.export.data.synth import generate_bgl, generate_hdfs, write_synth
 
     if kind == "hdfs":
         log = generate_hdfs(size, anomaly_rate=anomaly_rate, seed=seed)

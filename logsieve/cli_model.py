@@ -91,9 +91,9 @@ def train(**opts: Any) -> None:
     if opts["detector"] == "adalog":
         _train_adalog(opts)
         return
-    from logsieve.export.fastlogad import train_bundle
-    from logsieve.export.model import ModelConfig
-    from logsieve.export.train import TrainConfig
+    from logsieve.export.fastlogad.bundle import train_bundle
+    from logsieve.export.fastlogad.model import ModelConfig
+    from logsieve.export.fastlogad.train import TrainConfig
 
     data = _prepare(opts)
     overrides = {
@@ -130,8 +130,8 @@ def train(**opts: Any) -> None:
 
 
 def _train_adalog(opts: dict[str, Any]) -> None:
-    from logsieve.export.adalog import AdaLogConfig, export_adalog_bundle
-    from logsieve.export.methods import EvalOptions, train_adalog_split
+    from logsieve.export.adalog.bundle import AdaLogConfig, export_adalog_bundle
+    from logsieve.export.evaluation.methods import EvalOptions, train_adalog_split
 
     names = {"d_model": "d_model", "n_layers": "layers", "epochs": "epochs", "lr": "lr",
              "batch_size": "batch_size", "quantile": "quantile"}  # fmt: skip
@@ -158,7 +158,7 @@ def _train_adalog(opts: dict[str, Any]) -> None:
 
 def _prepare(opts: dict[str, Any], bundle: Any = None) -> Any:
     from logsieve.config import load_log_config
-    from logsieve.export.prepare import prepare
+    from logsieve.export.data.prepare import prepare
 
     config = None
     if bundle is not None:
@@ -230,7 +230,7 @@ def eval_(
 def _eval_methods(
     methods: tuple[str, ...], as_json: bool, batch_size: int, opts: dict[str, Any]
 ) -> None:
-    from logsieve.export.harness import EvalOptions, run
+    from logsieve.export.evaluation.harness import EvalOptions, run
 
     options = EvalOptions(
         train_n=opts["train_n"], val_fraction=opts["val_fraction"], labels_path=opts["labels"],
@@ -249,7 +249,7 @@ def _eval_methods(
 def _eval_bundle(bundle_path: Path, as_json: bool, batch_size: int, opts: dict[str, Any]) -> None:
     from logsieve.bundle import open_bundle
     from logsieve.errors import BundleError
-    from logsieve.export.fastlogad import evaluate
+    from logsieve.export.fastlogad.bundle import evaluate
 
     bundle = open_bundle(bundle_path)
     if bundle.detector != "fastlogad":
@@ -330,7 +330,7 @@ def score(
       logsieve score --bundle bundles/bgl-adalog ../shared/data/bgl/raw/BGL_2k.log
     """
     from logsieve.bundle import open_bundle
-    from logsieve.export.fastlogad import score_file
+    from logsieve.export.fastlogad.bundle import score_file
 
     bundle = open_bundle(bundle_path)
     if bundle.detector == "adalog":
@@ -361,7 +361,7 @@ def score(
 
 
 def _score_lines(bundle: Any, file: Path, fmt: str, top: int, show_all: bool) -> None:
-    from logsieve.export.adalog import read_line_texts, score_lines
+    from logsieve.export.adalog.bundle import read_line_texts, score_lines
 
     texts, _labels = read_line_texts(file, fmt if fmt in ("bgl", "thunderbird") else "lines")
     scores, evidence = score_lines(bundle, texts)

@@ -7,6 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from logsieve.bundle import Bundle
+from logsieve.engine import Engine, load_engine
+
 _DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
@@ -26,3 +29,17 @@ def shared_data() -> Path:
             "real log data not found: set LOGSIEVE_DATA or place ../shared/data beside the repo"
         )
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tmp_path_factory: pytest.TempPathFactory) -> Bundle:
+    """FastLogAD d_model 32, 1 layer, 1+1 epochs on generated HDFS-like logs (~20 s)."""
+    from tests.agent_plugin.served import make_tiny_bundle
+
+    return make_tiny_bundle(tmp_path_factory.mktemp("served"))
+
+
+@pytest.fixture(scope="session")
+def tiny_engine(tiny_bundle: Bundle) -> Engine:
+    """The bundle's ``auto`` engine (ONNX Runtime on CPU), shared by the tests."""
+    return load_engine(tiny_bundle, "auto")

@@ -8,10 +8,16 @@ always reported as an oracle.
 
 from __future__ import annotations
 
-from .base import Baseline, OracleChoice, oracle_threshold, score_chunked, select_threshold
-from .deeplog import DeepLog, DeepLogConfig
-from .iforest import IForest, IForestConfig
-from .logbert import LogBERT, LogBERTConfig
+from logsieve.export.baselines.base import (
+    Baseline,
+    OracleChoice,
+    oracle_threshold,
+    score_chunked,
+    select_threshold,
+)
+from logsieve.export.baselines.deeplog import DeepLog, DeepLogConfig
+from logsieve.export.baselines.iforest import IForest, IForestConfig
+from logsieve.export.baselines.logbert import LogBERT, LogBERTConfig
 
 __all__ = [
     "Baseline",

@@ -33,8 +33,7 @@ import numpy.typing as npt
 import torch
 
 from logsieve.errors import BundleError, ConfigError, DataError
-
-from ..model import load_checkpoint
+from logsieve.export.fastlogad.model import load_checkpoint
 
 __all__ = [
     "BASELINE_FORMAT",
@@ -81,7 +80,7 @@ def check_float(field: str, value: object, low: float, high: float, *, open_low:
 class Baseline(ABC):
     """A detector fitted on normal windows, scoring ``[CLS]``-prefixed id windows.
 
-    Windows are int64 arrays as :class:`~logsieve.export.prepare.Prepared` holds them
+    Windows are int64 arrays as :class:`~logsieve.export.data.prepare.Prepared` holds them
     (position 0 is ``[CLS]``); ids outside the fitted vocabulary count as ``[UNK]``.
     """
 

@@ -39,9 +39,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from logsieve.errors import BundleError, ConfigError, DataError
-from logsieve.logs.vocab import N_SPECIAL, PAD, UNK
-
-from .base import (
+from logsieve.export.baselines.base import (
     Baseline,
     FloatArray,
     IdArray,
@@ -54,6 +52,7 @@ from .base import (
     select_threshold,
     write_payload,
 )
+from logsieve.logs.vocab import N_SPECIAL, PAD, UNK
 
 __all__ = ["DeepLog", "DeepLogConfig", "NextKeyLSTM", "next_key_scores"]
 

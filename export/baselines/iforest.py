@@ -31,10 +31,7 @@ import torch
 from sklearn.ensemble import IsolationForest
 
 from logsieve.errors import BundleError, DataError
-from logsieve.logs.vocab import N_SPECIAL, UNK
-
-from ..calibrate import threshold_from_normal
-from .base import (
+from logsieve.export.baselines.base import (
     Baseline,
     FloatArray,
     IdArray,
@@ -45,6 +42,8 @@ from .base import (
     restore_thresholds,
     write_payload,
 )
+from logsieve.export.calibrate import threshold_from_normal
+from logsieve.logs.vocab import N_SPECIAL, UNK
 
 __all__ = ["IForest", "IForestConfig", "count_vectors"]
 

@@ -2,7 +2,7 @@
 
 Read top to bottom: config → network → masking → the :class:`LogBERT` baseline.
 
-The encoder is FastLogAD's (:class:`~logsieve.export.model.Encoder`, pre-LayerNorm) at
+The encoder is FastLogAD's (:class:`~logsieve.export.fastlogad.model.Encoder`, pre-LayerNorm) at
 LogBERT's size: hidden 256, 4 layers, 4 heads, FFN 512. Position 0 (our ``[CLS]``) is
 LogBERT's ``[DIST]`` token. Training loss = cross-entropy of the masked keys +
 ``hypersphere_weight`` (0.1) times the mean squared distance of the ``[CLS]`` embedding to
@@ -36,11 +36,7 @@ from torch import Tensor, nn
 
 from logsieve.engine.batching import batches, pad
 from logsieve.errors import BundleError, ConfigError, DataError
-from logsieve.logs.vocab import MASK, UNK, pad_batch
-
-from ..model import Encoder, ModelConfig
-from ..train import dedupe
-from .base import (
+from logsieve.export.baselines.base import (
     Baseline,
     FloatArray,
     IdArray,
@@ -53,6 +49,9 @@ from .base import (
     select_threshold,
     write_payload,
 )
+from logsieve.export.fastlogad.model import Encoder, ModelConfig
+from logsieve.export.fastlogad.train import dedupe
+from logsieve.logs.vocab import MASK, UNK, pad_batch
 
 __all__ = ["LogBERT", "LogBERTConfig", "LogBERTNet", "miss_fraction"]
 

@@ -17,7 +17,7 @@ class LogRecord:
     ``host`` is the node/host field for per-host windows, ``None`` if absent.
     ``text`` is the message content that templates are mined from.
     ``label`` is 0 (normal) / 1 (anomalous) where a dataset provides one; training
-    code must never read it (see ``export.datasets``).
+    code must never read it (see ``export.data.datasets``).
     """
 
     time: float | None

@@ -14,13 +14,13 @@ from logsieve.agent_plugin.serve_config import ServeSettings
 from logsieve.agent_plugin.server_config import ServerConfig
 from logsieve.agent_plugin.upstream_config import UpstreamConfig
 from logsieve.bundle import Bundle
-from logsieve.export.fastlogad import train_bundle
-from logsieve.export.model import ModelConfig
-from logsieve.export.prepare import Prepared, prepare
+from logsieve.export.data.prepare import Prepared, prepare
+from logsieve.export.data.readers import parse_hdfs_line
+from logsieve.export.data.synth import generate_hdfs, write_synth
+from logsieve.export.fastlogad.bundle import train_bundle
+from logsieve.export.fastlogad.model import ModelConfig
+from logsieve.export.fastlogad.train import TrainConfig
 from logsieve.export.program import export_bundle
-from logsieve.export.readers_raw import parse_hdfs_line
-from logsieve.export.synth import generate_hdfs, write_synth
-from logsieve.export.train import TrainConfig
 
 TAG = "hdfs"
 

@@ -16,7 +16,7 @@ from logsieve.agent_plugin.app import EXIT_FAST, Service, run_service
 from logsieve.agent_plugin.receiver import FlagReceiver
 from logsieve.bundle import Bundle
 from logsieve.engine import Engine
-from logsieve.export.synth import generate_hdfs
+from logsieve.export.data.synth import generate_hdfs
 
 from .served import ODD_BLOCK, hdfs_events, odd_block, replay, settings
 

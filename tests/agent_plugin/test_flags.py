@@ -8,16 +8,8 @@ from typing import Any
 import msgpack
 import pytest
 
-from logsieve.agent_plugin.flags import (
-    DEFAULT_FLAG_TAG,
-    FlagBuilder,
-    ScoredWindow,
-    Verdict,
-    build_flag,
-    enrich,
-    make_flag_id,
-    verdict_of,
-)
+from logsieve.agent_plugin.flags import DEFAULT_FLAG_TAG, FlagBuilder, build_flag, enrich
+from logsieve.verdict import ScoredWindow, Verdict, make_flag_id, verdict_of
 
 
 def window(score: float = 0.9, threshold: float = 0.5, **kw: Any) -> ScoredWindow:

@@ -34,7 +34,7 @@ from logsieve.agent_plugin.forward import RecordBatch
 from logsieve.agent_plugin.receiver import FlagReceiver
 from logsieve.bundle import Bundle
 from logsieve.engine import Engine
-from logsieve.export.synth import generate_hdfs
+from logsieve.export.data.synth import generate_hdfs
 
 from .served import hdfs_events, settings
 

@@ -25,8 +25,8 @@ from logsieve.agent_plugin.receiver import FlagReceiver
 from logsieve.agent_plugin.serve_config import ServeSettings
 from logsieve.bundle import Bundle
 from logsieve.engine import Engine
-from logsieve.export.fastlogad import score_file
-from logsieve.export.synth import generate_hdfs, write_synth
+from logsieve.export.data.synth import generate_hdfs, write_synth
+from logsieve.export.fastlogad.scoring import score_file
 
 from .served import ODD_BLOCK, ODD_LINES, hdfs_events, odd_block, replay, settings
 
@@ -154,8 +154,7 @@ async def test_train_serve_parity_offline_score_file_and_server_agree(
     path = tmp_path / "test.log"
     write_synth(log, path)
     offline = {
-        w.key: score
-        for w, score, _flag in score_file(tiny_bundle, path, "hdfs", backend="onnxruntime")
+        sw.key: sw for sw in score_file(tiny_bundle, path, "hdfs", backend="onnxruntime")
     }
     rx = FlagReceiver()
     await rx.start()
@@ -169,10 +168,15 @@ async def test_train_serve_parity_offline_score_file_and_server_agree(
     finally:
         await rx.stop()
     assert set(served) == set(offline)
-    t = tiny_bundle.threshold
-    for key, score in offline.items():
-        assert served[key]["score"] == pytest.approx(score, rel=1e-4, abs=1e-5), key
-        assert (served[key]["verdict"] == "anomaly") == (score > t), key
+    top_k = PipelineConfig().top_k
+    for key, sw in offline.items():
+        flag = served[key]
+        assert flag["score"] == pytest.approx(sw.score, rel=1e-4, abs=1e-5), key
+        assert flag["verdict"] == ("anomaly" if sw.anomaly else "normal"), key
+        # The same evidence, in the same order (logsieve.verdict.evidence_order).
+        assert [e["line"] for e in flag["evidence"]] == [
+            sw.lines[i] for i in sw.evidence(top_k)
+        ], key
 
 
 async def test_upstream_down_then_up_delivers_every_flag_once(

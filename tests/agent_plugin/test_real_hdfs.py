@@ -18,8 +18,8 @@ from logsieve.agent_plugin.app import Service
 from logsieve.agent_plugin.receiver import FlagReceiver
 from logsieve.bundle import Bundle
 from logsieve.engine import load_engine
-from logsieve.export.fastlogad import score_file
-from logsieve.export.prepare import prepare
+from logsieve.export.data.prepare import prepare
+from logsieve.export.fastlogad.scoring import score_file
 
 from .served import replay, settings, train_small_bundle
 
@@ -83,9 +83,9 @@ async def test_real_hdfs_lines_flag_a_known_anomalous_block_upstream(
         labels = {row["BlockId"]: row["Label"] for row in csv.DictReader(f)}
     assert sum(1 for v in labels.values() if v == "Anomaly") == 10
     offline = {
-        w.key: flag
-        for w, _score, flag in score_file(real_bundle, log_path, "hdfs", backend="onnxruntime")
-        if flag is not None
+        sw.key: sw
+        for sw in score_file(real_bundle, log_path, "hdfs", backend="onnxruntime")
+        if sw.anomaly
     }
     known = sorted(k for k in offline if labels.get(k) == "Anomaly")
     assert known, "the bundle flags none of the 10 anomalous blocks offline: retrain it"

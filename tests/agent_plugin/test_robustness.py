@@ -33,7 +33,7 @@ from logsieve.agent_plugin.server import ForwardServer
 from logsieve.agent_plugin.server_config import ServerConfig
 from logsieve.bundle import Bundle
 from logsieve.engine import Engine
-from logsieve.export.synth import generate_hdfs
+from logsieve.export.data.synth import generate_hdfs
 
 from .served import hdfs_events, settings
 from .wire import T_SEC, et, packb

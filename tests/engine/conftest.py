@@ -17,12 +17,12 @@ import pytest
 import torch
 
 from logsieve.bundle import Bundle
-from logsieve.export.fastlogad import train_bundle
-from logsieve.export.model import ModelConfig, load_discriminator
-from logsieve.export.prepare import Prepared, prepare
+from logsieve.export.data.prepare import Prepared, prepare
+from logsieve.export.data.synth import generate_hdfs, write_synth
+from logsieve.export.fastlogad.bundle import train_bundle
+from logsieve.export.fastlogad.model import ModelConfig, load_discriminator
+from logsieve.export.fastlogad.train import TrainConfig
 from logsieve.export.program import export_bundle
-from logsieve.export.synth import generate_hdfs, write_synth
-from logsieve.export.train import TrainConfig
 from logsieve.logs.vocab import pad_batch
 from tests.conftest import data_dir
 

@@ -19,18 +19,17 @@ import torch
 
 from logsieve.bundle import Bundle, open_bundle
 from logsieve.errors import BundleError, ConfigError
-from logsieve.export.adalog import (
+from logsieve.export.adalog.bundle import (
     AdaLogConfig,
     TextConfig,
-    evaluate_adalog,
     export_adalog_bundle,
     load_adalog,
     read_line_texts,
     score_lines,
     train_adalog_bundle,
 )
-from logsieve.export.adalog_model import AdaLogScorer, train_mlm
-from logsieve.export.adalog_text import (
+from logsieve.export.adalog.model import AdaLogScorer, train_mlm
+from logsieve.export.adalog.text import (
     CLS,
     SEP,
     UNK,
@@ -39,7 +38,8 @@ from logsieve.export.adalog_text import (
     pad_ids,
 )
 from logsieve.export.calibrate import threshold_from_normal
-from logsieve.export.synth import generate_bgl, write_synth
+from logsieve.export.data.synth import generate_bgl, write_synth
+from logsieve.export.evaluation.bundle_eval import evaluate_adalog
 
 TINY = AdaLogConfig(
     d_model=32, n_layers=1, n_heads=2, d_ff=64, max_len=32, epochs=4, batch_size=64, seed=0

@@ -32,7 +32,8 @@ from logsieve.export.baselines import (
 )
 from logsieve.export.baselines.deeplog import next_key_scores
 from logsieve.export.baselines.logbert import miss_fraction
-from logsieve.export.calibrate import metrics, threshold_from_normal
+from logsieve.export.calibrate import threshold_from_normal
+from logsieve.export.evaluation.metrics import metrics
 from logsieve.logs.vocab import CLS
 
 V = 48  # 44 templates; normal windows use tokens 4..29, 40+ are never seen in training
@@ -334,7 +335,7 @@ def test_deeplog_on_real_hdfs_sessions(shared_data: Path) -> None:
     normal key by key; the popular implementation "catches" many of them only through
     its quirk of flagging every session of <= 10 keys.
     """
-    from logsieve.export.prepare import prepare
+    from logsieve.export.data.prepare import prepare
 
     path = shared_data / "hdfs" / "sessions"
     if not path.is_dir():

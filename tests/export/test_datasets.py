@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from logsieve.errors import ConfigError, DataError
-from logsieve.export.datasets import (
+from logsieve.export.data.datasets import (
     ReadStats,
     Sequence,
     chronological_split,
@@ -30,7 +30,7 @@ from logsieve.export.datasets import (
     read_thunderbird_raw,
     read_thunderbird_raw_with_category,
 )
-from logsieve.export.lines import iter_lines
+from logsieve.export.data.lines import iter_lines
 from logsieve.logs.records import LogRecord
 
 HDFS_LINE = (

@@ -16,11 +16,13 @@ from click.testing import CliRunner
 
 from logsieve.bundle import open_bundle
 from logsieve.cli import main
-from logsieve.export.fastlogad import evaluate, score_file, train_bundle
-from logsieve.export.model import ModelConfig
-from logsieve.export.prepare import prepare
-from logsieve.export.synth import generate_hdfs, write_synth
-from logsieve.export.train import TrainConfig
+from logsieve.export.data.prepare import prepare
+from logsieve.export.data.synth import generate_hdfs, write_synth
+from logsieve.export.evaluation.bundle_eval import evaluate
+from logsieve.export.fastlogad.bundle import train_bundle
+from logsieve.export.fastlogad.model import ModelConfig
+from logsieve.export.fastlogad.scoring import score_file
+from logsieve.export.fastlogad.train import TrainConfig
 
 TINY = {"d_model": 32, "n_layers": 1, "n_heads": 2, "d_ff": 32}
 FAST = TrainConfig(rtd_epochs=1, hst_epochs=2, batch_size=64, seed=0)
@@ -45,7 +47,7 @@ def logs(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def train_end(lines: list[str]) -> float:
-    from logsieve.export.readers_raw import parse_hdfs_line
+    from logsieve.export.data.readers import parse_hdfs_line
 
     last = parse_hdfs_line(lines[-1])
     assert last is not None and last.time is not None
@@ -94,13 +96,14 @@ def test_bundle_eval_and_score(logs: Path) -> None:
     assert report["dedup"]["n_test"] <= len(data.test)
     assert 0.0 <= m["roc_auc"] <= 1.0
 
-    results = list(score_file(bundle, logs / "test.log", "hdfs", top=2))
+    results = list(score_file(bundle, logs / "test.log", "hdfs"))
     assert len(results) == 60
-    for window, value, flag in results:
-        assert (flag is not None) == (value > bundle.threshold)
-        if flag is not None:
-            assert 1 <= len(flag.evidence) <= 2
-            assert all(line in {e.text for e in window.items} for _, _, line in flag.evidence)
+    for sw in results:
+        assert sw.anomaly == (sw.score > bundle.threshold)
+        top = sw.evidence(2)
+        assert len(top) == min(2, len(sw.lines))
+        probs = [sw.token_probs[i] for i in top if sw.template_ids[i] >= 0]
+        assert probs == sorted(probs, reverse=True)
 
 
 def test_unknown_lines_are_scored_as_unk(logs: Path) -> None:

@@ -18,10 +18,11 @@ from click.testing import CliRunner
 
 from logsieve.cli import main
 from logsieve.cli_model import METHODS as CLI_METHODS
-from logsieve.export.harness import EvalOptions, run, run_eval, split_digest, summarise
-from logsieve.export.methods import METHODS, Fitted, Method, window_lines
-from logsieve.export.prepare import Prepared, prepare
-from logsieve.export.synth import generate_hdfs, write_synth
+from logsieve.export.adalog.split import window_lines
+from logsieve.export.data.prepare import Prepared, prepare
+from logsieve.export.data.synth import generate_hdfs, write_synth
+from logsieve.export.evaluation.harness import EvalOptions, run, run_eval, split_digest, summarise
+from logsieve.export.evaluation.methods import METHODS, Fitted, Method
 
 TINY = EvalOptions(train_n=120, tiny=True, threads=1)
 
@@ -82,7 +83,7 @@ def test_every_method_sees_the_same_split(log: Path, monkeypatch: pytest.MonkeyP
 
 def test_adalog_rebuilds_exactly_the_prepared_windows(log: Path) -> None:
     data = prepare("hdfs", log, train_n=120)
-    wl = window_lines(data, log, TINY)
+    wl = window_lines(data, log, labels_path=TINY.labels_path, pattern=TINY.pattern)
     assert (len(wl.train), len(wl.validation), len(wl.test)) == (
         len(data.train), len(data.validation), len(data.test)
     )  # fmt: skip
@@ -90,7 +91,7 @@ def test_adalog_rebuilds_exactly_the_prepared_windows(log: Path) -> None:
     assert [len(w) for w in wl.test] == [sum(len(c) - 1 for c in w) for w in data.test]
     data.test_labels = 1 - data.test_labels  # a different split must be refused
     with pytest.raises(Exception, match="differ"):
-        window_lines(data, log, TINY)
+        window_lines(data, log, labels_path=TINY.labels_path, pattern=TINY.pattern)
 
 
 def test_oracle_rows_are_labelled_and_never_the_default(log: Path) -> None:
@@ -189,7 +190,7 @@ def test_hdfs_sessions_smallest(shared_data: Path) -> None:
 
 
 def test_epochs_option_caps_and_never_raises_a_methods_epochs() -> None:
-    from logsieve.export.methods import _epochs
+    from logsieve.export.evaluation.methods import _epochs
 
     assert _epochs(EvalOptions(), 300) == 300
     assert _epochs(EvalOptions(epochs=10), 300) == 10

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from logsieve.errors import BundleError, ConfigError
-from logsieve.export.model import (
+from logsieve.export.fastlogad.model import (
     Discriminator,
     Generator,
     ModelConfig,
@@ -17,7 +17,7 @@ from logsieve.export.model import (
     load_discriminator,
     save_checkpoint,
 )
-from logsieve.export.pseudo import (
+from logsieve.export.fastlogad.pseudo import (
     choose_positions,
     complement_replace,
     mask_for_mlm,

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from logsieve.errors import ConfigError
-from logsieve.export.datasets import read_bgl_windows
-from logsieve.export.prepare import prepare
+from logsieve.export.data.datasets import read_bgl_windows
+from logsieve.export.data.prepare import prepare
 from logsieve.logs.vocab import CLS, UNK
 
 

@@ -10,15 +10,21 @@ from pathlib import Path
 import pytest
 
 from logsieve.errors import ConfigError
-from logsieve.export.datasets import (
+from logsieve.export.data.datasets import (
     ReadStats,
     hdfs_block_ids,
     read_bgl_raw_with_category,
     read_hdfs_block_labels,
     read_hdfs_raw,
 )
-from logsieve.export.synth import ANOMALY_KINDS, SynthLog, generate_bgl, generate_hdfs, write_synth
-from logsieve.export.synth_base import BGL_CATEGORY
+from logsieve.export.data.synth import (
+    ANOMALY_KINDS,
+    SynthLog,
+    generate_bgl,
+    generate_hdfs,
+    write_synth,
+)
+from logsieve.export.data.synth_base import BGL_CATEGORY
 
 # Lifecycle phase of each normal HDFS template, in the order a block goes through them.
 PHASES = [

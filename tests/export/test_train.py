@@ -9,17 +9,17 @@ import pytest
 import torch
 
 from logsieve.errors import ConfigError, DataError
-from logsieve.export.calibrate import (
+from logsieve.export.calibrate import threshold_from_normal
+from logsieve.export.evaluation.metrics import (
     average_precision,
     metrics,
     project_metrics,
     roc_auc,
-    score_sequences,
-    threshold_from_normal,
 )
-from logsieve.export.model import Discriminator, ModelConfig
-from logsieve.export.pseudo import random_replace
-from logsieve.export.train import (
+from logsieve.export.fastlogad.model import Discriminator, ModelConfig
+from logsieve.export.fastlogad.pseudo import random_replace
+from logsieve.export.fastlogad.scoring import score_sequences
+from logsieve.export.fastlogad.train import (
     TrainConfig,
     dedupe,
     hst_loss,

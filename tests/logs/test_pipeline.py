@@ -9,8 +9,8 @@ import random
 import pytest
 
 from logsieve.config import LogConfig
-from logsieve.export.formats import default_log_config
-from logsieve.export.synth import generate_bgl, generate_hdfs
+from logsieve.export.data.formats import default_log_config
+from logsieve.export.data.synth import generate_bgl, generate_hdfs
 from logsieve.logs.pipeline import Event, LinePipeline, mine_templates, windows_of
 from logsieve.logs.records import LogRecord
 from logsieve.logs.templates import UNKNOWN, TemplateMatcher, TemplateMiner

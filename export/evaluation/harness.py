@@ -1,7 +1,7 @@
 """The accuracy harness: every method on the same splits, per-seed rows, one Markdown table.
 
 ``prepare`` runs once per dataset; every method and seed fits on that one
-:class:`~logsieve.export.prepare.Prepared` (its ``split`` digest is in every row, so
+:class:`~logsieve.export.data.prepare.Prepared` (its ``split`` digest is in every row, so
 a table can be checked for it). Each method's default row uses its *label-free*
 threshold (normal validation data only). Baselines also get rows at their other
 label-free thresholds (DeepLog's paper g = 9) and an ``oracle`` row, the threshold of
@@ -31,12 +31,10 @@ import numpy.typing as npt
 import torch
 
 from logsieve.errors import ConfigError
-
-from .baselines import oracle_threshold
-from .calibrate import Metrics, metrics
-from .fastlogad import _projected as projected_hdfs
-from .methods import METHODS, EvalOptions, Evidence, Fitted, Method
-from .prepare import Prepared, prepare
+from logsieve.export.baselines import oracle_threshold
+from logsieve.export.data.prepare import Prepared, prepare
+from logsieve.export.evaluation.methods import METHODS, EvalOptions, Evidence, Fitted, Method
+from logsieve.export.evaluation.metrics import Metrics, metrics, projected_hdfs
 
 __all__ = [
     "BENCH_DATASETS",
@@ -266,7 +264,7 @@ def run(
         runs += s
     written: list[Path] = []
     if plots is not None and runs:
-        from .plots import write_plots
+        from logsieve.export.evaluation.plots import write_plots
 
         written = write_plots(runs, plots)
     return EvalReport(rows, summarise(rows), runs, written)
@@ -341,7 +339,7 @@ def bench_accuracy(
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """``python -m logsieve.export.harness``: :func:`bench_accuracy` to a Markdown file."""
+    """``python -m logsieve.export.evaluation.harness``: :func:`bench_accuracy` to Markdown."""
     import argparse
 
     p = argparse.ArgumentParser(description="Accuracy of every method on ../shared/data.")

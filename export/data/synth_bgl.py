@@ -1,4 +1,4 @@
-"""BGL-like synthetic per-host streams (import from :mod:`export.synth`)."""
+"""BGL-like synthetic per-host streams (import from :mod:`export.data.synth`)."""
 
 from __future__ import annotations
 
@@ -6,8 +6,7 @@ import random
 from collections.abc import Iterable
 
 from logsieve.errors import ConfigError
-
-from .synth_base import (
+from logsieve.export.data.synth_base import (
     ANOMALY_KINDS,
     BGL_CATEGORY,
     Event,

@@ -1,6 +1,6 @@
 """The methods the accuracy harness compares, each behind one fit-and-score adapter.
 
-Every adapter gets the *same* :class:`~logsieve.export.prepare.Prepared` (one
+Every adapter gets the *same* :class:`~logsieve.export.data.prepare.Prepared` (one
 ``prepare`` per dataset, shared by all methods and seeds), fits on its normal
 ``train``/``validation`` windows only, chooses its threshold without labels, and scores
 ``Prepared.test`` (one score per test window, aligned with ``test_labels``). What comes
@@ -27,14 +27,14 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
-from logsieve.bundle import Bundle
-from logsieve.errors import ConfigError, DataError
-from logsieve.logs.keys import KeyExtractor
-from logsieve.logs.vocab import UNK, pad_batch
-from logsieve.logs.windows import replay
-
-from .adalog import AdaLogConfig, TextConfig, read_line_texts, score_lines, train_adalog_bundle
-from .baselines import (
+from logsieve.errors import ConfigError
+from logsieve.export.adalog.bundle import (
+    AdaLogConfig,
+    TextConfig,
+    score_lines,
+)
+from logsieve.export.adalog.split import adalog_split, train_adalog_split
+from logsieve.export.baselines import (
     Baseline,
     DeepLog,
     DeepLogConfig,
@@ -44,13 +44,12 @@ from .baselines import (
     LogBERTConfig,
     score_chunked,
 )
-from .calibrate import score_sequences, threshold_from_normal
-from .datasets import Sequence, chronological_split
-from .fastlogad import score_windows
-from .formats import read_records
-from .model import ModelConfig
-from .prepare import Prepared, _block_labels
-from .train import TrainConfig, train
+from logsieve.export.calibrate import threshold_from_normal
+from logsieve.export.data.prepare import LINE_DATASETS, Prepared
+from logsieve.export.fastlogad.model import ModelConfig
+from logsieve.export.fastlogad.scoring import score_sequences, score_windows
+from logsieve.export.fastlogad.train import TrainConfig, train
+from logsieve.logs.vocab import UNK, pad_batch
 
 __all__ = [
     "LINE_DATASETS",
@@ -59,13 +58,9 @@ __all__ = [
     "Evidence",
     "Fitted",
     "Method",
-    "WindowLines",
-    "train_adalog_split",
-    "window_lines",
 ]
 
 FloatArray = npt.NDArray[np.float64]
-LINE_DATASETS = ("hdfs", "bgl", "thunderbird", "lines")  # read from raw lines
 _LINE_LABELLED = ("bgl", "thunderbird")  # per-line labels: ADALog's own metric applies
 
 
@@ -255,99 +250,8 @@ def _baseline(name: str) -> FitScore:
 # ---------------------------------------------------------------- ADALog
 
 
-@dataclass(frozen=True)
-class WindowLines:
-    """The line indices (into the raw file) of every window of a raw-line ``Prepared``."""
-
-    train: list[list[int]]
-    validation: list[list[int]]
-    test: list[list[int]]
-    n_records: int
-
-
-def window_lines(data: Prepared, path: Path, opt: EvalOptions) -> WindowLines:
-    """Rebuild ``data``'s windows as line indices, with the code ``prepare`` splits by.
-
-    Raises :class:`DataError` if the rebuilt split differs from ``data`` in any window
-    count or test label (then ADALog would not be judged on the same windows).
-    """
-    if data.dataset not in LINE_DATASETS:
-        raise DataError(f"{data.dataset}: pre-parsed windows have no raw lines")
-    records = list(read_records(path, data.dataset, pattern=opt.pattern))
-    config = data.log_config.windows
-    keys = KeyExtractor(config)
-    windows = list(replay(config, ((r.time, keys.keys(r), i) for i, r in enumerate(records))))
-    blocks = _block_labels(path, opt.labels_path) if data.dataset == "hdfs" else None
-    seqs = []
-    for i, w in enumerate(windows):
-        if blocks is not None:
-            label: int | None = blocks.get(w.key)
-        else:
-            marks = [records[j].label for j in w.items]
-            label = int(any(marks)) if any(m is not None for m in marks) else None
-        seqs.append(Sequence([], label, None, w.start, str(i)))
-    split_args = data.summary.get("split", {})
-    split = chronological_split(
-        seqs, train_n=split_args.get("train_n"), val_fraction=split_args.get("val_fraction", 0.1)
-    )
-    got = (len(split.train), len(split.validation), len(split.test))
-    want = tuple(
-        data.summary.get(k) for k in ("train_windows", "validation_windows", "test_windows")
-    )
-    labels = np.array([int(bool(s.label)) for s in split.test], dtype=np.int64)
-    if got != want or not np.array_equal(labels, data.test_labels):
-        raise DataError(f"{path}: rebuilt windows {got} differ from the prepared split {want}")
-
-    def lines(items: list[Sequence]) -> list[list[int]]:
-        return [list(windows[int(s.key)].items) for s in items]
-
-    return WindowLines(lines(split.train), lines(split.validation), lines(split.test), len(records))
-
-
-@dataclass(frozen=True)
-class _AdaLogSplit:
-    """ADALog's view of a raw-line split: line texts and the line indices of each part."""
-
-    windows: WindowLines
-    texts: list[str]
-    line_labels: npt.NDArray[np.int64]
-    view: str  # the read_line_texts format
-    train: list[int]
-    validation: list[int]
-
-
-def _adalog_split(data: Prepared, path: Path, opt: EvalOptions) -> _AdaLogSplit:
-    wl = window_lines(data, path, opt)
-    view = data.dataset if data.dataset in _LINE_LABELLED else "lines"
-    texts, line_labels = read_line_texts(path, view)
-    if len(texts) != wl.n_records:
-        raise DataError(f"{path}: ADALog's line view and the windowed records differ in length")
-    train_idx = sorted({j for w in wl.train for j in w})
-    val_all = {j for w in wl.validation for j in w}
-    # Sliding windows overlap: calibrate on validation lines training did not see.
-    val_idx = sorted(val_all - set(train_idx)) or sorted(val_all)
-    return _AdaLogSplit(wl, texts, line_labels, view, train_idx, val_idx)
-
-
-def train_adalog_split(
-    data: Prepared,
-    path: Path,
-    out: Path,
-    cfg: AdaLogConfig,
-    text_cfg: TextConfig | None = None,
-    options: EvalOptions | None = None,
-) -> Bundle:
-    """Train an ADALog bundle on the lines of ``data``'s normal training windows and
-    calibrate on its validation windows' lines: FastLogAD's split, read as lines."""
-    sp = _adalog_split(data, Path(path), options or EvalOptions())
-    return train_adalog_bundle(
-        [sp.texts[j] for j in sp.train], [sp.texts[j] for j in sp.validation], Path(out), cfg,
-        text_cfg=text_cfg, fmt=sp.view,
-    )  # fmt: skip
-
-
 def _adalog(data: Prepared, path: Path, seed: int, opt: EvalOptions) -> Fitted:
-    sp = _adalog_split(data, path, opt)
+    sp = adalog_split(data, path, labels_path=opt.labels_path, pattern=opt.pattern)
     wl, texts = sp.windows, sp.texts
     test_idx = sorted({j for w in wl.test for j in w})
     cfg = AdaLogConfig(seed=seed, epochs=_epochs(opt, 1 if opt.tiny else 10))
@@ -356,7 +260,10 @@ def _adalog(data: Prepared, path: Path, seed: int, opt: EvalOptions) -> Fitted:
     text_cfg = TextConfig(vocab_size=200) if opt.tiny else TextConfig()
     with tempfile.TemporaryDirectory(prefix="adalog-") as tmp:
         t0 = time.perf_counter()
-        bundle = train_adalog_split(data, path, Path(tmp) / "b", cfg, text_cfg, opt)
+        bundle = train_adalog_split(
+            data, path, Path(tmp) / "b", cfg, text_cfg, labels_path=opt.labels_path,
+            pattern=opt.pattern,
+        )
         t1 = time.perf_counter()
         line_scores, _ = score_lines(
             bundle, [texts[j] for j in test_idx], batch_size=opt.batch_size

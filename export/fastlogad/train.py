@@ -38,16 +38,15 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from logsieve.errors import ConfigError, DataError
-from logsieve.logs.vocab import CLS, pad_batch
-
-from .model import (
+from logsieve.export.fastlogad.model import (
     Discriminator,
     Generator,
     ModelConfig,
     load_discriminator,
     save_checkpoint,
 )
-from .pseudo import complement_replace, mask_for_mlm, random_replace
+from logsieve.export.fastlogad.pseudo import complement_replace, mask_for_mlm, random_replace
+from logsieve.logs.vocab import CLS, pad_batch
 
 __all__ = [
     "TrainConfig",

@@ -1,6 +1,6 @@
 """Shared pieces of the synthetic log generators: the result type and helpers.
 
-Import from :mod:`export.synth`; this module exists so the HDFS and BGL
+Import from :mod:`export.data.synth`; this module exists so the HDFS and BGL
 generators can live in modules of their own.
 """
 
@@ -13,9 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from logsieve.errors import ConfigError
+from logsieve.export.data.readers import parse_bgl_line, parse_hdfs_line
 from logsieve.logs.records import LogRecord
-
-from .readers_raw import parse_bgl_line, parse_hdfs_line
 
 __all__ = [
     "ANOMALY_KINDS",

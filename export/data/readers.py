@@ -1,11 +1,11 @@
 """Readers for raw log lines: HDFS, BGL, Thunderbird, and any format via a regex.
 
-All readers stream (line by line through :func:`export.lines.iter_lines`), keep
+All readers stream (line by line through :func:`export.data.lines.iter_lines`), keep
 file order, and never raise on a line that does not fit the format: such a line
 is yielded as ``LogRecord(time=None, host=None, text=<whole line>)`` and counted
 in ``stats.unparsed`` — unless ``strict=True``, where it raises
 :class:`DataError` naming ``file:line``. Labels read here exist for evaluation
-only; training goes through :func:`export.datasets.normal_only`.
+only; training goes through :func:`export.data.datasets.normal_only`.
 """
 
 from __future__ import annotations
@@ -17,9 +17,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from logsieve.errors import ConfigError, DataError
+from logsieve.export.data.lines import DEFAULT_MAX_LINE_BYTES, ReadStats, iter_lines
 from logsieve.logs.records import LogRecord
-
-from .lines import DEFAULT_MAX_LINE_BYTES, ReadStats, iter_lines
 
 __all__ = [
     "HDFS_BLOCK_RE",

@@ -2,7 +2,7 @@
 
 The embedded data for the demo, the in-repo tests and the load generator (no
 real log is copied: templates are written here from the public formats). The
-output uses the real raw line formats, so :mod:`export.readers_raw` parses it.
+output uses the real raw line formats, so :mod:`export.data.readers` parses it.
 Anomalies of five kinds (:data:`ANOMALY_KINDS`) can be injected, each labelled
 with its kind; the same arguments and seed always give identical output.
 """
@@ -14,8 +14,7 @@ import time
 from collections.abc import Iterable
 
 from logsieve.errors import ConfigError
-
-from .synth_base import (
+from logsieve.export.data.synth_base import (
     ANOMALY_KINDS,
     Event,
     Stamps,
@@ -25,7 +24,7 @@ from .synth_base import (
     random_ip,
     write_synth,
 )
-from .synth_bgl import BGL_START, generate_bgl
+from logsieve.export.data.synth_bgl import BGL_START, generate_bgl
 
 __all__ = [
     "ANOMALY_KINDS",

@@ -1,8 +1,8 @@
 """ADALog end to end: normal lines → calibrated ``adalog`` bundle → scores with evidence.
 
 A per-line detector with no template parsing (DESIGN.md, "ADALog"): preprocessing and
-the learned WordPiece tokenizer are in :mod:`export.adalog_text`, the small BERT and its
-deterministic masked-likelihood score in :mod:`export.adalog_model`. The model is trained
+the learned WordPiece tokenizer are in :mod:`export.adalog.text`, the small BERT and its
+deterministic masked-likelihood score in :mod:`export.adalog.model`. The model is trained
 from scratch (no pretrained weights can be downloaded here), so expect it to need more
 normal data than the paper's fine-tuned BERT; ``AdaLogConfig.init_from`` starts from a
 local checkpoint of the same architecture instead.
@@ -25,7 +25,6 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -34,22 +33,26 @@ import torch
 from logsieve import __version__
 from logsieve.bundle import Bundle, BundleWriter, open_bundle
 from logsieve.config import LogConfig
-from logsieve.errors import BundleError, ConfigError, DataError
-
-from .adalog_model import AdaLogBert, AdaLogConfig, AdaLogScorer, load_adalog_model, score_ids
-from .adalog_model import train_mlm as _train_mlm
-from .adalog_text import CLS, SEP, TOKENIZER_FORMAT, TextConfig, WordPieceTokenizer
-from .calibrate import metrics, threshold_from_normal
-from .lines import iter_lines
-from .model import save_checkpoint
-from .program import INPUTS, OUTPUTS, write_program
-from .readers_raw import parse_bgl_line, parse_thunderbird_line
+from logsieve.errors import BundleError, ConfigError
+from logsieve.export.adalog.model import (
+    AdaLogBert,
+    AdaLogConfig,
+    AdaLogScorer,
+    load_adalog_model,
+    score_ids,
+)
+from logsieve.export.adalog.model import train_mlm as _train_mlm
+from logsieve.export.adalog.text import CLS, SEP, TOKENIZER_FORMAT, TextConfig, WordPieceTokenizer
+from logsieve.export.calibrate import threshold_from_normal
+from logsieve.export.data.lines import iter_lines
+from logsieve.export.data.readers import parse_bgl_line, parse_thunderbird_line
+from logsieve.export.fastlogad.model import save_checkpoint
+from logsieve.export.program import INPUTS, OUTPUTS, write_program
 
 __all__ = [
     "AdaLogConfig",
     "LineEvidence",
     "TextConfig",
-    "evaluate_adalog",
     "export_adalog_bundle",
     "export_adalog_program",
     "load_adalog",
@@ -82,7 +85,7 @@ def read_line_texts(path: str | Path, fmt: str) -> tuple[list[str], npt.NDArray[
         got = parse(line)
         fields = line.split(None, 1)
         texts.append(fields[1] if len(fields) == 2 else "")
-        # An unparsable line keeps its label field's verdict (as export.readers_raw does).
+        # An unparsable line keeps its label field's verdict (as export.data.readers does).
         labels.append(int(got[0].label or 0) if got else int(fields[0] != "-"))
     return texts, np.asarray(labels, dtype=np.int64)
 
@@ -219,28 +222,6 @@ def score_lines(
         for s, t in zip(seqs, nll, strict=True)
     ]
     return scores, evidence
-
-
-def evaluate_adalog(
-    bundle: Bundle, lines: Sequence[str], labels: npt.ArrayLike, *, batch_size: int = 256
-) -> dict[str, Any]:
-    """P/R/F1/FPR/ROC-AUC/PR-AUC of the bundle's threshold on labelled lines."""
-    y = np.asarray(labels, dtype=np.int64).reshape(-1)
-    if len(lines) == 0 or len(lines) != len(y):
-        raise DataError(f"evaluate_adalog: {len(lines)} lines and {len(y)} labels")
-    t0 = time.perf_counter()
-    scores, _ = score_lines(bundle, lines, batch_size=batch_size)
-    seconds = time.perf_counter() - t0
-    return {
-        "detector": "adalog",
-        "bundle": str(bundle.path),
-        "threshold": bundle.threshold,
-        "n_test": len(y),
-        "n_test_anomalous": int(y.sum()),
-        "metrics": metrics(scores, y, bundle.threshold).to_dict(),
-        "ms_per_line": 1000.0 * seconds / len(y),
-        "torch_threads": torch.get_num_threads(),
-    }
 
 
 def _example(max_len: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -23,8 +23,8 @@ import numpy.typing as npt
 from logsieve.errors import ConfigError
 
 if TYPE_CHECKING:
-    from .harness import ScoredRun
-    from .methods import Evidence
+    from logsieve.export.evaluation.harness import ScoredRun
+    from logsieve.export.evaluation.methods import Evidence
 
 __all__ = ["plot_curves", "plot_evidence", "plot_score_distributions", "write_plots"]
 
@@ -111,7 +111,7 @@ def _curve_points(
 
 def plot_curves(runs: Sequence[ScoredRun], path: Path) -> Path:
     """ROC and PR curves of every method (first seed) on one figure."""
-    from .calibrate import average_precision, roc_auc
+    from logsieve.export.evaluation.metrics import average_precision, roc_auc
 
     plt = _pyplot()
     fig, (roc, pr) = plt.subplots(1, 2, figsize=(11, 4.6))

@@ -1,7 +1,7 @@
 """Dataset readers, the training-label firewall and chronological splits.
 
-Raw line readers live in :mod:`export.readers_raw` and are re-exported here, so
-``from logsieve.export.datasets import read_hdfs_raw`` works; this module adds
+Raw line readers live in :mod:`export.data.readers` and are re-exported here, so
+``from logsieve.export.data.datasets import read_hdfs_raw`` works; this module adds
 pre-parsed sequences (DeepLog-style HDFS sessions, BGL window JSONL), label
 files, and the split helpers.
 
@@ -21,10 +21,8 @@ from pathlib import Path
 from typing import Generic, TypeVar
 
 from logsieve.errors import ConfigError, DataError
-from logsieve.logs.records import LogRecord
-
-from .lines import DEFAULT_MAX_LINE_BYTES, ReadStats, iter_lines
-from .readers_raw import (
+from logsieve.export.data.lines import DEFAULT_MAX_LINE_BYTES, ReadStats, iter_lines
+from logsieve.export.data.readers import (
     HDFS_BLOCK_RE,
     hdfs_block_ids,
     parse_bgl_line,
@@ -37,6 +35,7 @@ from .readers_raw import (
     read_thunderbird_raw,
     read_thunderbird_raw_with_category,
 )
+from logsieve.logs.records import LogRecord
 
 __all__ = [
     "DEFAULT_MAX_LINE_BYTES",

@@ -12,12 +12,11 @@ from pathlib import Path
 from typing import Any
 
 from logsieve.config import LogConfig
+from logsieve.export.data.datasets import ReadStats
+from logsieve.export.data.formats import read_records
 from logsieve.logs.pipeline import Event, windows_of
 from logsieve.logs.templates import TemplateMatcher, TemplateMiner
 from logsieve.logs.windows import Window
-
-from .datasets import ReadStats
-from .formats import read_records
 
 __all__ = ["FileTemplates", "mine_file", "window_file"]
 

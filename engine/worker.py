@@ -1,10 +1,14 @@
 """The engine in a child process, so scoring never competes with the event loop for the GIL.
 
+:class:`EngineWorker` is a :class:`~logsieve.engine.windows.WindowEngine`, like the
+in-process :class:`~logsieve.engine.windows.LocalWindowEngine`: the pipeline cannot
+tell them apart.
+
 Why a process and not the worker thread alone: the event loop is busy Python at full
 load, and a scoring thread beside it has to win the GIL back after every engine call
 and for its own per-window Python (encoding windows, slicing per-line probabilities).
 Measured in the same process, 256 HDFS windows took 47 ms to score next to one busy
-Python thread against 14 ms alone (bench/RESULTS.md, issue 5). In a child, the whole
+Python thread against 14 ms alone (bench/RESULTS.md). In a child, the whole
 of :func:`~logsieve.engine.windows.score_template_windows` runs on its own interpreter;
 the parent pays one pickle of template ids out and one of ``(score, per-line probs)``
 back per batch.
@@ -42,14 +46,14 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-from logsieve.engine import EngineInfo
 from logsieve.errors import LogsieveError
+
+from .base import EngineInfo
+from .windows import Scored
 
 __all__ = ["EngineWorker", "EngineWorkerError"]
 
 log = logging.getLogger(__name__)
-
-Scored = list[tuple[float, list[float]]]
 
 
 class EngineWorkerError(LogsieveError, RuntimeError):
@@ -62,8 +66,9 @@ def _child(conn: Connection, bundle_path: str, backend: str, threads: int, batch
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     try:
         from logsieve.bundle import open_bundle
-        from logsieve.engine import load_engine
-        from logsieve.engine.windows import score_template_windows
+
+        from .registry import load_engine
+        from .windows import score_template_windows
 
         bundle = open_bundle(Path(bundle_path))
         engine = load_engine(bundle, backend, threads=threads)

@@ -13,10 +13,15 @@ from pathlib import Path
 
 from logsieve.config import LogConfig, TemplateConfig, WindowConfig
 from logsieve.errors import ConfigError
+from logsieve.export.data.datasets import (
+    ReadStats,
+    read_bgl_raw,
+    read_hdfs_raw,
+    read_lines,
+    read_thunderbird_raw,
+)
 from logsieve.logs.keys import window_preset
 from logsieve.logs.records import LogRecord
-
-from .datasets import ReadStats, read_bgl_raw, read_hdfs_raw, read_lines, read_thunderbird_raw
 
 __all__ = ["FORMATS", "default_log_config", "read_records"]
 

@@ -10,13 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from logsieve.agent_plugin.engine_worker import EngineWorker, EngineWorkerError
 from logsieve.agent_plugin.pipeline import StreamingPipeline
 from logsieve.agent_plugin.pipeline_config import PipelineConfig
 from logsieve.agent_plugin.pipeline_metrics import PipelineMetrics
 from logsieve.bundle import Bundle
 from logsieve.engine import Engine
 from logsieve.engine.windows import score_template_windows
+from logsieve.engine.worker import EngineWorker, EngineWorkerError
 from logsieve.errors import BundleError, ConfigError
 
 WINDOWS = [[0, 1, 2], [3], [1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1], [2, 0]]

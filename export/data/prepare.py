@@ -3,7 +3,7 @@
 Every dataset goes through the FastLogAD protocol: walk the windows in order; the first
 ``train_n`` normal windows form the training pool (its last ``val_fraction`` is
 validation); everything else is test. Training and validation pass the label firewall
-(:func:`~logsieve.export.datasets.chronological_split` strips their labels), so labels
+(:func:`~logsieve.export.data.datasets.chronological_split` strips their labels), so labels
 reach :class:`Prepared` only on the test side.
 
 Raw-line datasets are cut into windows by the key/time rules alone (no templates yet);
@@ -24,13 +24,7 @@ import numpy.typing as npt
 
 from logsieve.config import LogConfig
 from logsieve.errors import ConfigError, DataError
-from logsieve.logs.keys import KeyExtractor
-from logsieve.logs.pipeline import mine_templates
-from logsieve.logs.templates import TemplateMatcher
-from logsieve.logs.vocab import Vocab
-from logsieve.logs.windows import replay
-
-from .datasets import (
+from logsieve.export.data.datasets import (
     ReadStats,
     Sequence,
     chronological_split,
@@ -39,12 +33,18 @@ from .datasets import (
     read_hdfs_sessions_dir,
     read_templates_tsv,
 )
-from .formats import default_log_config, read_records
+from logsieve.export.data.formats import default_log_config, read_records
+from logsieve.logs.keys import KeyExtractor
+from logsieve.logs.pipeline import mine_templates
+from logsieve.logs.templates import TemplateMatcher
+from logsieve.logs.vocab import Vocab
+from logsieve.logs.windows import replay
 
-__all__ = ["DATASETS", "Prepared", "prepare"]
+__all__ = ["DATASETS", "LINE_DATASETS", "Prepared", "block_labels", "prepare"]
 
 IdArray = npt.NDArray[np.int64]
 DATASETS = ("hdfs", "hdfs-sessions", "bgl", "bgl-windows", "thunderbird", "lines")
+LINE_DATASETS = ("hdfs", "bgl", "thunderbird", "lines")  # datasets read from raw lines
 # How many normal windows train when --train-n is not given (the paper: ~5,000; the
 # BGL window file has only ~4,100 normal windows, so half of the log trains there).
 _TRAIN_N = {"hdfs-sessions": None, "bgl-windows": 2000}
@@ -214,15 +214,15 @@ def _raw(
 ) -> Prepared:
     stats = ReadStats()
     records = list(read_records(path, dataset, pattern=pattern, stats=stats))
-    block_labels = _block_labels(path, labels_path) if dataset == "hdfs" else None
+    blocks = block_labels(path, labels_path) if dataset == "hdfs" else None
     keys = KeyExtractor(config.windows)
     windows = list(
         replay(config.windows, ((r.time, keys.keys(r), i) for i, r in enumerate(records)))
     )
     seqs = []
     for i, w in enumerate(windows):
-        if block_labels is not None:
-            label: int | None = block_labels.get(w.key)
+        if blocks is not None:
+            label: int | None = blocks.get(w.key)
             line_labels = None
         else:
             line_labels = [records[j].label or 0 for j in w.items]
@@ -255,7 +255,7 @@ def _raw(
     return prepared
 
 
-def _block_labels(path: Path, labels_path: Path | None) -> dict[str, int]:
+def block_labels(path: Path, labels_path: Path | None) -> dict[str, int]:
     candidates = [labels_path] if labels_path else [
         path.with_name(path.name.removesuffix(".log") + ".block_labels.csv"),
         path.with_name("anomaly_label.csv"),

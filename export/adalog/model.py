@@ -6,7 +6,7 @@ No pretrained weights can be downloaded here, so the encoder is trained from scr
 the *normal* training lines (the ADALog paper fine-tunes a pretrained BERT; this is a
 much smaller model, d_model 128 and 2-4 layers by default). :func:`train_mlm` can start
 from a local checkpoint of the same architecture (``init_from``, our checkpoint format:
-:func:`export.model.save_checkpoint`) when a user has one.
+:func:`export.fastlogad.model.save_checkpoint`) when a user has one.
 
 Scoring is deterministic: ``k = n_patterns`` fixed masking patterns, pattern ``j`` masks
 the content positions ``i`` (``[CLS]`` and ``[SEP]`` excluded) with ``(i + j) % k == 0``,
@@ -29,9 +29,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from logsieve.errors import BundleError, ConfigError
-
-from .adalog_text import MASK, pad_ids
-from .model import Encoder, ModelConfig, load_checkpoint, mlm_head
+from logsieve.export.adalog.text import MASK, pad_ids
+from logsieve.export.fastlogad.model import Encoder, ModelConfig, load_checkpoint, mlm_head
 
 __all__ = [
     "AdaLogBert",
@@ -92,7 +91,7 @@ class AdaLogConfig:
 
 
 class AdaLogBert(nn.Module):
-    """Encoder (:class:`export.model.Encoder`, pre-LN) plus a BERT-style MLM head."""
+    """Encoder (:class:`export.fastlogad.model.Encoder`, pre-LN) plus a BERT-style MLM head."""
 
     def __init__(self, cfg: ModelConfig, n_patterns: int) -> None:
         super().__init__()

@@ -1,0 +1,1 @@
+"""ADALog: the per-line masked-language-model detector (text side, model, bundle)."""

@@ -1,0 +1,205 @@
+"""Score → verdict → evidence: the one rule, used by ``score``, ``eval`` and ``serve``.
+
+A window (or line) is an anomaly when ``score > threshold``, strictly
+(:func:`is_anomaly`, :func:`anomalous`); the threshold is calibrated so that a window
+identical to the validation window at the quantile is *not* flagged
+(:func:`logsieve.export.calibrate.threshold_from_normal`).
+
+The evidence of a window is its lines in one order (:func:`evidence_order`): lines no
+training template matched first (the detector has never seen them: the clearest
+"why"), then the highest per-line anomaly probability; ties keep window order. Offline
+scoring prints it, the server sends it upstream, and a test pins that both give the same
+verdict, score and evidence for the same lines.
+
+This module sits in the core: offline scoring (``logsieve.export``) and serving
+(``logsieve.agent_plugin``) both import it, and it imports nothing above the core.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import heapq
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import numpy.typing as npt
+
+from logsieve.errors import DataError
+from logsieve.logs.pipeline import Event
+from logsieve.logs.vocab import Vocab
+from logsieve.logs.windows import Window
+
+__all__ = [
+    "UNKNOWN_TEMPLATE",
+    "ScoredWindow",
+    "Verdict",
+    "VerdictLabel",
+    "anomalous",
+    "evidence_order",
+    "is_anomaly",
+    "label_of",
+    "make_flag_id",
+    "scored_windows",
+    "template_ids",
+    "template_text",
+    "verdict_of",
+]
+
+VerdictLabel = Literal["anomaly", "normal"]
+UNKNOWN_TEMPLATE = "[UNK]"
+
+
+def is_anomaly(score: float, threshold: float) -> bool:
+    """The verdict rule: ``score > threshold`` (a NaN score is never an anomaly)."""
+    return score > threshold
+
+
+def anomalous(scores: npt.ArrayLike, threshold: float) -> npt.NDArray[np.bool_]:
+    """:func:`is_anomaly` over an array of scores."""
+    return np.asarray(scores, dtype=np.float64) > threshold
+
+
+@dataclass(frozen=True, slots=True)
+class ScoredWindow:
+    """One window after scoring: what a verdict, a flag and the offline report need.
+
+    Attributes:
+        key: What the window groups by: a host, or an HDFS block id.
+        start, end: Time of the first and last line, Unix seconds.
+        lines: The raw log lines, in window order.
+        template_ids: The template (log key) id of each line (negative: no template).
+        templates: The template text of each line.
+        score: The window's anomaly score (higher is more anomalous).
+        threshold: The calibrated threshold (see :func:`is_anomaly`).
+        token_probs: Per-line anomaly probability from the detector (for FastLogAD the
+            discriminator's probability that the line's token was replaced).
+
+    ``template_ids``, ``templates`` and ``token_probs`` are aligned with ``lines``
+    (same length, same order); :class:`~logsieve.errors.DataError` otherwise.
+    """
+
+    key: str
+    start: float
+    end: float
+    lines: Sequence[str]
+    template_ids: Sequence[int]
+    templates: Sequence[str]
+    score: float
+    threshold: float
+    token_probs: Sequence[float]
+
+    def __post_init__(self) -> None:
+        n = len(self.lines)
+        for name in ("template_ids", "templates", "token_probs"):
+            if len(getattr(self, name)) != n:
+                raise DataError(
+                    f"ScoredWindow {self.key!r}: {name} has {len(getattr(self, name))} "
+                    f"items but lines has {n}; they must be aligned"
+                )
+        if not (math.isfinite(self.start) and math.isfinite(self.end)) or self.end < self.start:
+            raise DataError(
+                f"ScoredWindow {self.key!r}: bad time range {self.start!r}..{self.end!r}"
+            )
+
+    @property
+    def anomaly(self) -> bool:
+        """:func:`is_anomaly` of this window."""
+        return is_anomaly(self.score, self.threshold)
+
+    @property
+    def unknown_lines(self) -> int:
+        """Lines no training template matched."""
+        return sum(1 for t in self.template_ids if t < 0)
+
+    def evidence(self, top_k: int) -> list[int]:
+        """Indices of the ``top_k`` lines that explain the verdict (:func:`evidence_order`)."""
+        return evidence_order(self.template_ids, self.token_probs, top_k)
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """A window's verdict and its flag id (for pass-through records)."""
+
+    label: VerdictLabel
+    score: float
+    flag_id: str
+
+
+def evidence_order(
+    template_ids: Sequence[int], probs: Sequence[float], top_k: int
+) -> list[int]:
+    """The ``top_k`` line indices that explain a window, most telling first.
+
+    Unknown-template lines first, then by descending probability, ties in window order.
+    """
+    if top_k < 0:
+        raise DataError(f"top_k={top_k}: must be >= 0")
+    return heapq.nsmallest(
+        top_k,
+        range(len(template_ids)),
+        key=lambda i: (template_ids[i] >= 0, -float(probs[i]), i),
+    )
+
+
+def make_flag_id(model_id: str, key: str, start: float, end: float) -> str:
+    """Stable id of one window's verdict: 32 hex chars of SHA-256 over its identity.
+
+    ``repr`` of the floats is exact and round-trips, so the same window always hashes
+    the same, in any process.
+    """
+    identity = json.dumps([model_id, key, repr(float(start)), repr(float(end))])
+    return hashlib.sha256(identity.encode("utf-8")).hexdigest()[:32]
+
+
+def label_of(window: ScoredWindow) -> VerdictLabel:
+    """``"anomaly"`` when :func:`is_anomaly`, else ``"normal"``."""
+    return "anomaly" if window.anomaly else "normal"
+
+
+def verdict_of(window: ScoredWindow, model_id: str) -> Verdict:
+    """The window's verdict and its flag id."""
+    flag_id = make_flag_id(model_id, window.key, window.start, window.end)
+    return Verdict(label_of(window), float(window.score), flag_id)
+
+
+def template_text(vocab: Vocab | None, template_id: int) -> str:
+    """The template of ``template_id`` as the vocabulary names it (``[UNK]`` if none)."""
+    if template_id < 0:
+        return UNKNOWN_TEMPLATE
+    names = vocab.templates if vocab is not None else None
+    return names[template_id] if names and template_id < len(names) else f"T{template_id}"
+
+
+def template_ids(windows: Sequence[Window[Event]]) -> list[list[int]]:
+    """The template ids of each window's lines: what a :class:`WindowEngine` scores."""
+    return [[e.template_id for e in w.items] for w in windows]
+
+
+def scored_windows(
+    windows: Sequence[Window[Event]],
+    scored: Sequence[tuple[float, Sequence[float]]],
+    vocab: Vocab | None,
+    threshold: float,
+) -> list[ScoredWindow]:
+    """Pair each window with its ``(score, per-line probabilities)`` from the engine."""
+    out: list[ScoredWindow] = []
+    for w, (score, per_line) in zip(windows, scored, strict=True):
+        ids = [e.template_id for e in w.items]
+        out.append(
+            ScoredWindow(
+                key=w.key,
+                start=w.start,
+                end=w.end,
+                lines=[e.text for e in w.items],
+                template_ids=ids,
+                templates=[template_text(vocab, t) for t in ids],
+                score=float(score),
+                threshold=threshold,
+                token_probs=per_line,
+            )
+        )
+    return out
