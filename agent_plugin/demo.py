@@ -1,7 +1,7 @@
 """``make run``: the real serving path, end to end, on 127.0.0.1.
 
-1. get the demo bundle (trained once on generated normal HDFS-like logs, cached under
-   ``.cache/`` by :func:`logsieve.export.demo.demo_bundle`);
+1. take the demo bundle and the demo traffic (the CLI gets both from
+   :mod:`logsieve.export.demo`: serving never imports training or data generation);
 2. start an upstream ``in_forward`` (:class:`~.receiver.FlagReceiver`) and the
    logsieve service (Forward server → pipeline → engine → upstream client) on free ports;
 3. replay freshly generated HDFS-like logs with injected anomalies through the real
@@ -13,8 +13,6 @@
 5. print every flag that came back upstream with its evidence lines, then a table of
    injected anomalies against flagged blocks.
 
-This is the one place ``agent_plugin`` imports ``export``: the synthetic generator
-and the cached demo bundle belong to the demo, not to serving.
 """
 
 from __future__ import annotations
@@ -22,12 +20,13 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any
 
 from fluent import sender
+
+from logsieve.bundle import Bundle
 
 from .app import Service
 from .pipeline_config import PipelineConfig
@@ -54,33 +53,28 @@ def _replay(port: int, events: list[tuple[float, dict[str, Any]]]) -> None:
 
 
 def run_demo(
+    bundle: Bundle,
+    events: Sequence[tuple[float, dict[str, Any]]],
+    n_keys: int,
+    kinds: Mapping[str, str],
+    kind_names: Sequence[str],
     echo: Callable[[str], object],
     *,
-    cache: Path = Path(".cache"),
-    seed: int = 0,
-    test_blocks: int = 200,
-    anomaly_rate: float = 0.1,
     evidence: int = 3,
 ) -> dict[str, int]:
-    """Run the demo, printing through ``echo``; returns the counts it reports."""
-    from logsieve.export.data.readers import parse_hdfs_line
-    from logsieve.export.data.synth import ANOMALY_KINDS, generate_hdfs
-    from logsieve.export.demo import demo_bundle
+    """Serve ``bundle``, replay ``events`` (``(time, record)``) through it, print the flags.
 
-    bundle = demo_bundle(cache, echo, seed=seed)
-    test = generate_hdfs(test_blocks, anomaly_rate=anomaly_rate, seed=seed + 1000)
-    events: list[tuple[float, dict[str, Any]]] = []
-    for line in test.lines:
-        rec = parse_hdfs_line(line)
-        if rec is not None and rec.time is not None:
-            events.append((rec.time, {"log": rec.text}))
+    The traffic has ``n_keys`` windows (blocks); ``kinds`` maps each key with an
+    injected anomaly to its kind (one of ``kind_names``); every other key is normal.
+    Returns the counts it reports.
+    """
     flagged = Counter[str]()
 
     def show(item: Received) -> None:
         flag = item.record
         if item.tag != "logsieve.flag" or flag.get("verdict") != "anomaly":
             return
-        kind = test.kinds.get(flag["key"], "normal")
+        kind = kinds.get(flag["key"], "normal")
         flagged[kind] += 1
         echo(
             f"\nFLAG {flag['key']}  {_ts(flag['window_start'])}-{_ts(flag['window_end'])}  "
@@ -112,8 +106,8 @@ def run_demo(
                 f"flags to the in_forward on 127.0.0.1:{receiver.port}"
             )
             echo(
-                f"replaying {len(events)} generated lines ({test_blocks} blocks, "
-                f"{len(test.kinds)} with injected anomalies) through fluent-logger ..."
+                f"replaying {len(events)} generated lines ({n_keys} blocks, "
+                f"{len(kinds)} with injected anomalies) through fluent-logger ..."
             )
             t0 = time.perf_counter()
             await asyncio.to_thread(_replay, service.port, events)
@@ -129,14 +123,14 @@ def run_demo(
         return service.upstream.stats.records_acked, time.perf_counter() - t0
 
     acked, seconds = asyncio.run(main())
-    injected = Counter(test.kinds.values())
+    injected = Counter(kinds.values())
     echo(f"\n{acked} flag records acked upstream; {seconds:.1f}s from first record to exit")
     echo("\ninjected kind            blocks  flagged")
-    for kind in ANOMALY_KINDS:
+    for kind in kind_names:
         echo(f"  {kind:22s} {injected[kind]:6d}  {flagged[kind]:7d}")
-    n_normal = test_blocks - sum(injected.values())
+    n_normal = n_keys - sum(injected.values())
     echo(f"  {'normal (false flags)':22s} {n_normal:6d}  {flagged['normal']:7d}")
-    stats = {"windows": test_blocks, "flagged": sum(flagged.values()), "acked": acked}
+    stats = {"windows": n_keys, "flagged": sum(flagged.values()), "acked": acked}
     stats["false_flags"] = flagged["normal"]
     stats.update({f"injected_{k}": v for k, v in injected.items()})
     stats.update({f"flagged_{k}": v for k, v in flagged.items()})

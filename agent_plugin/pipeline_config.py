@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from logsieve.config import not_finite_number, not_int, reject_unknown
+from logsieve.engine.base import BACKEND_CHOICES
 from logsieve.errors import ConfigError
 
 from .flags import DEFAULT_FLAG_TAG
@@ -20,7 +21,7 @@ from .flags import DEFAULT_FLAG_TAG
 __all__ = ["PipelineConfig"]
 
 _SECTION = "pipeline"
-_BACKENDS = ("auto", "tensorrt", "aoti", "onnxruntime", "torch")
+_BACKENDS = BACKEND_CHOICES
 
 
 @dataclass(frozen=True)

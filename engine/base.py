@@ -24,6 +24,8 @@ from logsieve.errors import ConfigError
 
 __all__ = [
     "BACKENDS",
+    "BACKEND_CHOICES",
+    "BUILDABLE",
     "COMBINATIONS",
     "PRECISIONS",
     "Engine",
@@ -37,7 +39,10 @@ __all__ = [
 IdArray = npt.NDArray[np.int64]
 FloatArray = npt.NDArray[np.float32]
 
+# The backend names, declared once: every option, config check and registry reads these.
 BACKENDS = ("tensorrt", "aoti", "onnxruntime", "torch")
+BACKEND_CHOICES = ("auto", *BACKENDS)  # what a user may ask for: auto picks the fastest here
+BUILDABLE = ("tensorrt", "aoti", "onnxruntime")  # backends with an artifact to build
 PRECISIONS = ("fp32", "fp16", "int8")
 # Every (backend, precision, device) combination this package builds and runs; the one
 # list the backend test suite, the engine benchmark and the parity report iterate over.

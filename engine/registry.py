@@ -32,7 +32,7 @@ from typing import Any
 from logsieve.bundle import Bundle, open_bundle
 from logsieve.errors import BackendUnavailable, BundleError, ConfigError
 
-from .base import BACKENDS, PRECISIONS, Engine
+from .base import BACKENDS, BUILDABLE, PRECISIONS, Engine
 
 __all__ = ["build_engine", "gpu_present", "load_engine"]
 
@@ -137,8 +137,8 @@ def build_engine(
 ) -> tuple[Bundle, str]:
     """Build the artifact ``backend`` needs into the bundle; returns it and the file name."""
     b = _open(bundle)
-    if backend not in ("tensorrt", "aoti", "onnxruntime"):
-        raise ConfigError("backend", backend, "tensorrt, aoti or onnxruntime")
+    if backend not in BUILDABLE:
+        raise ConfigError("backend", backend, "one of " + ", ".join(BUILDABLE))
     precision = precision or _DEFAULT_PRECISION[backend]
     device = device or ("cuda" if backend == "tensorrt" else "cpu")
     if "program.pt2" not in b.manifest["files"]:

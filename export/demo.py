@@ -10,19 +10,22 @@ was injected against what was flagged.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 from logsieve.bundle import Bundle, open_bundle
 from logsieve.errors import BundleError
 from logsieve.export.data.prepare import prepare
-from logsieve.export.data.synth import generate_hdfs, write_synth
+from logsieve.export.data.readers import parse_hdfs_line
+from logsieve.export.data.synth import ANOMALY_KINDS, generate_hdfs, write_synth
 from logsieve.export.fastlogad.bundle import train_bundle
 from logsieve.export.fastlogad.model import ModelConfig
 from logsieve.export.fastlogad.train import TrainConfig
 from logsieve.export.program import export_bundle
 
-__all__ = ["demo_bundle"]
+__all__ = ["DemoTraffic", "demo_bundle", "demo_traffic"]
 
 # Bump when the demo's data or model settings change, so stale caches are not reused.
 DEMO_VERSION = 2  # 2: bundles carry program.pt2 and model.onnx
@@ -53,3 +56,28 @@ def demo_bundle(cache: Path, echo: Callable[[str], object], *, seed: int = 0) ->
         f"{result.timings.get('total', 0.0):.0f}s; threshold {bundle.threshold:.4f}"
     )
     return bundle
+
+
+@dataclass(frozen=True)
+class DemoTraffic:
+    """Generated HDFS-like traffic with injected anomalies, as Fluent Bit would send it.
+
+    ``events``: ``(time, {"log": message})`` per line, as a ``tail`` input with an HDFS
+    parser sends it; ``kinds``: the injected anomaly kind of each anomalous block.
+    """
+
+    events: list[tuple[float, dict[str, Any]]]
+    n_keys: int
+    kinds: dict[str, str]
+    kind_names: tuple[str, ...] = ANOMALY_KINDS
+
+
+def demo_traffic(seed: int = 0, blocks: int = 200, anomaly_rate: float = 0.1) -> DemoTraffic:
+    """Fresh traffic for the demo (another seed than the training logs)."""
+    test = generate_hdfs(blocks, anomaly_rate=anomaly_rate, seed=seed + 1000)
+    events: list[tuple[float, dict[str, Any]]] = []
+    for line in test.lines:
+        rec = parse_hdfs_line(line)
+        if rec is not None and rec.time is not None:
+            events.append((rec.time, {"log": rec.text}))
+    return DemoTraffic(events, blocks, dict(test.kinds))

@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from logsieve import __version__
-from logsieve.cli import main
+from logsieve.cli.main import main
 
 
 def test_version() -> None:

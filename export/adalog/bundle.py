@@ -57,6 +57,7 @@ __all__ = [
     "export_adalog_program",
     "load_adalog",
     "read_line_texts",
+    "score_line_file",
     "score_lines",
     "train_adalog_bundle",
 ]
@@ -222,6 +223,19 @@ def score_lines(
         for s, t in zip(seqs, nll, strict=True)
     ]
     return scores, evidence
+
+
+def score_line_file(
+    bundle: Bundle, path: Path, fmt: str, *, batch_size: int = 256
+) -> tuple[list[str], npt.NDArray[np.float64], list[LineEvidence]]:
+    """Every line of a log file with its score and evidence (``logsieve score``).
+
+    ``fmt``: ``bgl``/``thunderbird`` strip their line headers; anything else reads the
+    lines as they are.
+    """
+    texts, _labels = read_line_texts(path, fmt if fmt in _PARSERS else "lines")
+    scores, evidence = score_lines(bundle, texts, batch_size=batch_size)
+    return texts, scores, evidence
 
 
 def _example(max_len: int) -> tuple[torch.Tensor, torch.Tensor]:

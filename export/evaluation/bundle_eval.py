@@ -7,23 +7,64 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 import torch
 
-from logsieve.bundle import Bundle
+from logsieve.bundle import Bundle, open_bundle
 from logsieve.errors import BundleError, DataError
 from logsieve.export.adalog.bundle import score_lines
-from logsieve.export.data.prepare import Prepared
+from logsieve.export.data.prepare import Prepared, prepare
 from logsieve.export.evaluation.metrics import metrics, projected_hdfs
 from logsieve.export.fastlogad.scoring import load_model, score_windows
 
-__all__ = ["check_bundle_data", "evaluate", "evaluate_adalog", "format_report"]
+__all__ = [
+    "check_bundle_data",
+    "evaluate",
+    "evaluate_adalog",
+    "evaluate_bundle",
+    "flat_report",
+    "format_report",
+]
 
 
-def check_bundle_data(bundle: Bundle, data: Prepared) -> None:
+def evaluate_bundle(
+    bundle_path: Path,
+    dataset: str,
+    data_path: Path,
+    *,
+    train_n: int | None = None,
+    val_fraction: float = 0.1,
+    labels_path: Path | None = None,
+    pattern: str | None = None,
+    batch_size: int = 256,
+    threads: int | None = None,
+) -> dict[str, Any]:
+    """``logsieve eval --bundle``: the bundle's threshold on the dataset's test split,
+    read with the bundle's own log settings and templates (see :func:`evaluate`)."""
+    bundle = open_bundle(bundle_path)
+    if bundle.detector != "fastlogad":
+        check_bundle_data(bundle, None)
+    if threads:
+        torch.set_num_threads(threads)
+    data = prepare(
+        dataset,
+        data_path,
+        log_config=bundle.log_config,
+        train_n=train_n,
+        val_fraction=val_fraction,
+        labels_path=labels_path,
+        pattern=pattern,
+        templates_state=bundle.templates_state,
+    )
+    check_bundle_data(bundle, data)
+    return evaluate(bundle, data, batch_size=batch_size)
+
+
+def check_bundle_data(bundle: Bundle, data: Prepared | None) -> None:
     """Refuse to evaluate a bundle on data it cannot read: another detector, or another
     vocabulary than the bundle's."""
     if bundle.detector != "fastlogad":
@@ -31,7 +72,7 @@ def check_bundle_data(bundle: Bundle, data: Prepared) -> None:
             f"{bundle.path}: this is an {bundle.detector!r} bundle; evaluate it with "
             f"--method {bundle.detector} (fits on the same split) or score lines with it"
         )
-    if bundle.vocab is not None and data.vocab.size != bundle.vocab.size:
+    if data is not None and bundle.vocab is not None and data.vocab.size != bundle.vocab.size:
         raise BundleError(
             f"{bundle.path}: vocabulary of {bundle.vocab.size} tokens, "
             f"the data has {data.vocab.size} (another dataset?)"
@@ -77,6 +118,12 @@ def evaluate(bundle: Bundle, data: Prepared, *, batch_size: int = 256) -> dict[s
     if "test_unknown_rate" in data.summary:
         report["test_unknown_rate"] = data.summary["test_unknown_rate"]
     return report
+
+
+def flat_report(report: dict[str, Any]) -> dict[str, Any]:
+    """The report with the confusion counts and threshold also at the top (``--json``)."""
+    m = report["metrics"]
+    return {**{k: m[k] for k in ("tp", "fp", "fn", "tn", "threshold")}, **report}
 
 
 def format_report(report: dict[str, Any]) -> str:

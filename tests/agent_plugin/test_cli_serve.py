@@ -9,7 +9,7 @@ from click.testing import CliRunner
 
 from logsieve.agent_plugin.serve_config import load_serve_settings, parse_hostport
 from logsieve.bundle import Bundle
-from logsieve.cli import main
+from logsieve.cli.main import main
 from logsieve.errors import ConfigError
 
 

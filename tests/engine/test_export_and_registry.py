@@ -14,7 +14,7 @@ import pytest
 from click.testing import CliRunner
 
 from logsieve.bundle import open_bundle
-from logsieve.cli import main
+from logsieve.cli.main import main
 from logsieve.engine import build_engine, load_engine
 from logsieve.errors import BackendUnavailable, BundleError, ConfigError
 

@@ -15,7 +15,7 @@ import pytest
 from click.testing import CliRunner
 
 from logsieve.bundle import open_bundle
-from logsieve.cli import main
+from logsieve.cli.main import main
 from logsieve.export.data.prepare import prepare
 from logsieve.export.data.synth import generate_hdfs, write_synth
 from logsieve.export.evaluation.bundle_eval import evaluate

@@ -16,8 +16,8 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from logsieve.cli import main
-from logsieve.cli_model import METHODS as CLI_METHODS
+from logsieve.cli.main import main
+from logsieve.cli.model import METHODS as CLI_METHODS
 from logsieve.export.adalog.split import window_lines
 from logsieve.export.data.prepare import Prepared, prepare
 from logsieve.export.data.synth import generate_hdfs, write_synth

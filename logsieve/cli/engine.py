@@ -1,7 +1,7 @@
 """CLI commands of the compiled-inference stages: ``export`` and ``build-engine``.
 
 train → bundle → **export** (program.pt2 + model.onnx) → **build-engine** (engines/) →
-serve. Registered on the ``logsieve`` group by :mod:`logsieve.cli`.
+serve.
 """
 
 from __future__ import annotations
@@ -14,13 +14,12 @@ from typing import TypeVar
 
 import click
 
-from logsieve.cli import main
+from logsieve.cli.options import bundle_option
+from logsieve.engine.base import BUILDABLE, PRECISIONS
+
+__all__ = ["COMMANDS"]
 
 T = TypeVar("T")
-
-_BUNDLE = click.option(
-    "--bundle", "bundle_path", type=click.Path(exists=True, path_type=Path), required=True
-)
 
 
 def with_progress(what: str, work: Callable[[], T]) -> T:
@@ -42,8 +41,8 @@ def with_progress(what: str, work: Callable[[], T]) -> T:
         ticker.join()
 
 
-@main.command(name="export")
-@_BUNDLE
+@click.command(name="export")
+@bundle_option
 @click.option("--max-batch", type=int, default=1024, show_default=True)
 @click.option("--max-len", type=int, default=None, help="Longest window (default: the model's).")
 def export_(bundle_path: Path, max_batch: int, max_len: int | None) -> None:
@@ -69,12 +68,12 @@ def export_(bundle_path: Path, max_batch: int, max_len: int | None) -> None:
     )
 
 
-@main.command(name="build-engine")
-@_BUNDLE
-@click.option("--backend", type=click.Choice(["tensorrt", "aoti", "onnxruntime"]), required=True)
+@click.command(name="build-engine")
+@bundle_option
+@click.option("--backend", type=click.Choice(BUILDABLE), required=True)
 @click.option(
     "--precision",
-    type=click.Choice(["fp32", "fp16", "int8"]),
+    type=click.Choice(PRECISIONS),
     default=None,
     help="Default: fp16 for tensorrt, fp32 otherwise; int8 is onnxruntime's.",
 )
@@ -129,3 +128,6 @@ def build_engine_(
     )
     size = bundle.manifest["files"][name]["bytes"]
     click.echo(f"{bundle.path / name} ({size / 1e6:.1f} MB)")
+
+
+COMMANDS = [export_, build_engine_]

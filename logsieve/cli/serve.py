@@ -1,8 +1,7 @@
-"""CLI command of the serving stage: ``serve``.
+"""Commands of the serving stage: ``serve``, and ``demo`` (what ``make run`` runs).
 
-train → bundle → export → build-engine → **serve**. Registered on the ``logsieve``
-group by :mod:`logsieve.cli`; settings are merged and validated here, once, by
-:func:`logsieve.agent_plugin.serve_config.load_serve_settings`.
+train → bundle → export → build-engine → **serve**. Settings are merged and validated
+once, by :func:`logsieve.agent_plugin.serve_config.load_serve_settings`.
 """
 
 from __future__ import annotations
@@ -14,13 +13,13 @@ from typing import Any
 
 import click
 
-from logsieve.cli import main
+from logsieve.cli.options import BACKEND_CHOICES, bundle_option
+
+__all__ = ["COMMANDS"]
 
 
-@main.command()
-@click.option(
-    "--bundle", "bundle_path", type=click.Path(exists=True, path_type=Path), required=True
-)
+@click.command()
+@bundle_option
 @click.option(
     "--config",
     "config_path",
@@ -36,7 +35,7 @@ from logsieve.cli import main
 @click.option("--metrics", default=None, help="host:port of /metrics and /health [127.0.0.1:2021].")
 @click.option(
     "--backend",
-    type=click.Choice(["auto", "tensorrt", "aoti", "onnxruntime", "torch"]),
+    type=click.Choice(BACKEND_CHOICES),
     default=None,
     help="Engine backend [auto].",
 )
@@ -102,3 +101,36 @@ def serve(
     sys.stderr.flush()
     if code:
         sys.exit(code)
+
+
+@click.command()
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option(
+    "--cache",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path(".cache"),
+    show_default=True,
+    help="Where the demo bundle is trained once and kept.",
+)
+def demo(seed: int, cache: Path) -> None:
+    """Serve the demo model and replay generated logs through it (what make run runs).
+
+    Starts logsieve and an upstream in_forward on free 127.0.0.1 ports, replays
+    HDFS-like logs with injected anomalies through the fluent-logger client, prints
+    the flags that come back upstream with their evidence, then stops cleanly. The
+    first run trains a small FastLogAD model (about a minute) and caches the bundle.
+
+    \b
+    Example:
+      logsieve demo --seed 3
+    """
+    from logsieve.agent_plugin.demo import run_demo
+    from logsieve.export.demo import demo_bundle, demo_traffic
+
+    bundle = demo_bundle(cache, click.echo, seed=seed)
+    traffic = demo_traffic(seed)
+    run_demo(bundle, traffic.events, traffic.n_keys, traffic.kinds, traffic.kind_names,
+             click.echo)  # fmt: skip
+
+
+COMMANDS = [serve, demo]

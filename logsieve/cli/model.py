@@ -1,7 +1,7 @@
-"""CLI commands of the detector: ``train``, ``eval`` and ``score``.
+"""Commands of the detector: ``train``, ``eval`` and ``score``.
 
-Registered on the ``logsieve`` group by :mod:`logsieve.cli`; each command builds its
-configs once and calls one library function in ``logsieve.export``.
+train → **bundle** → export → build-engine → serve; ``eval`` and ``score`` read a
+bundle. Each command calls one library function of ``logsieve.export`` and prints.
 """
 
 from __future__ import annotations
@@ -13,9 +13,12 @@ from typing import Any
 
 import click
 
-from logsieve.cli import FORMATS, main
+from logsieve.cli.options import BACKEND_CHOICES, FORMATS
+
+__all__ = ["COMMANDS"]
 
 DATASETS = ("hdfs", "hdfs-sessions", "bgl", "bgl-windows", "thunderbird", "lines")
+METHODS = ("fastlogad-mlm", "fastlogad-random", "adalog", "deeplog", "logbert", "iforest")
 
 _SPLIT_HELP = (
     "Split (chronological, the FastLogAD protocol): the first --train-n normal windows "
@@ -30,7 +33,9 @@ _SPLIT_HELP = (
 def _data_options(func: Any) -> Any:
     for option in reversed(
         [
-            click.option("--dataset", type=click.Choice(DATASETS), required=True),
+            click.option(
+                "--dataset", type=click.Choice(DATASETS), required=True, help=_SPLIT_HELP
+            ),
             click.option(
                 "--data", "data_path", type=click.Path(exists=True, path_type=Path), required=True
             ),
@@ -44,7 +49,7 @@ def _data_options(func: Any) -> Any:
     return func
 
 
-@main.command()
+@click.command()
 @_data_options
 @click.option(
     "--detector",
@@ -74,7 +79,10 @@ def _data_options(func: Any) -> Any:
     is_flag=True,
     help="Skip writing program.pt2/model.onnx (logsieve export does it later).",
 )
-def train(**opts: Any) -> None:
+def train(
+    detector: str, data_path: Path, out: Path, config_path: Path | None, no_export: bool,
+    labels: Path | None, layers: int | None, **opts: Any,
+) -> None:  # fmt: skip
     """Train FastLogAD (or ADALog) on normal windows, calibrate the threshold, write a bundle.
 
     No anomaly label is read: training and calibration see only the normal
@@ -88,99 +96,23 @@ def train(**opts: Any) -> None:
       logsieve train --detector adalog --dataset bgl \\
           --data ../shared/data/bgl/raw/BGL_2k.log --out bundles/bgl-adalog
     """
-    if opts["detector"] == "adalog":
-        _train_adalog(opts)
-        return
-    from logsieve.export.fastlogad.bundle import train_bundle
-    from logsieve.export.fastlogad.model import ModelConfig
-    from logsieve.export.fastlogad.train import TrainConfig
-
-    data = _prepare(opts)
-    overrides = {
-        k: opts[k] for k in ("rtd_epochs", "hst_epochs", "lr", "batch_size") if opts[k] is not None
-    }
-    cfg = TrainConfig(
-        generator=opts["generator"], seed=opts["seed"], num_threads=opts["threads"], **overrides
-    )
-    model_cfg = ModelConfig(
-        vocab_size=data.vocab.size,
-        d_model=opts["d_model"] or 256,
-        n_layers=opts["layers"] or 4,
-        max_len=data.log_config.max_len,
-    )
-    click.echo(
-        f"{data.dataset}: {len(data.train)} training, {len(data.validation)} validation "
-        f"sequences, {data.vocab.size} tokens",
-        err=True,
-    )
-    quantile = opts["quantile"] if opts["quantile"] is not None else 0.99
-    bundle, result = train_bundle(
-        data, opts["out"], train_cfg=cfg, model_cfg=model_cfg, quantile=quantile
-    )
-    click.echo(
-        f"bundle {bundle.path}: threshold {bundle.threshold:.6g} "
-        f"(q{quantile} of {bundle.manifest['threshold']['n_validation']} validation "
-        f"scores), trained in {result.timings.get('total', 0.0):.1f}s"
-    )
-    if not opts["no_export"]:
-        from logsieve.cli_engine import with_progress
-        from logsieve.export.program import export_bundle
-
-        with_progress("exporting program.pt2 and model.onnx", lambda: export_bundle(bundle.path))
-
-
-def _train_adalog(opts: dict[str, Any]) -> None:
-    from logsieve.export.adalog.bundle import AdaLogConfig, export_adalog_bundle
-    from logsieve.export.evaluation.methods import EvalOptions, train_adalog_split
-
-    names = {"d_model": "d_model", "n_layers": "layers", "epochs": "epochs", "lr": "lr",
-             "batch_size": "batch_size", "quantile": "quantile"}  # fmt: skip
-    given = {k: opts[v] for k, v in names.items()}
-    cfg = AdaLogConfig(seed=opts["seed"], **{k: v for k, v in given.items() if v is not None})
-    if opts["threads"]:
-        import torch
-
-        torch.set_num_threads(opts["threads"])
-    data = _prepare(opts)
-    split = EvalOptions(labels_path=opts["labels"], pattern=opts["pattern"])
-    bundle = train_adalog_split(data, opts["data_path"], opts["out"], cfg, options=split)
-    click.echo(
-        f"bundle {bundle.path}: adalog, threshold {bundle.threshold:.6g} "
-        f"(q{cfg.quantile} of {bundle.manifest['threshold']['n_validation']} validation lines)"
-    )
-    if not opts["no_export"]:
-        from logsieve.cli_engine import with_progress
-
-        with_progress(
-            "exporting program.pt2 and model.onnx", lambda: export_adalog_bundle(bundle.path)
-        )
-
-
-def _prepare(opts: dict[str, Any], bundle: Any = None) -> Any:
     from logsieve.config import load_log_config
-    from logsieve.export.data.prepare import prepare
+    from logsieve.export.training import TrainRequest, train_detector
 
-    config = None
-    if bundle is not None:
-        config = bundle.log_config
-    elif opts.get("config_path"):
-        config = load_log_config(opts["config_path"])
-    return prepare(
-        opts["dataset"],
-        opts["data_path"],
-        log_config=config,
-        train_n=opts["train_n"],
-        val_fraction=opts["val_fraction"],
-        labels_path=opts["labels"],
-        pattern=opts["pattern"],
-        templates_state=bundle.templates_state if bundle is not None else None,
+    request = TrainRequest(
+        detector=detector,  # type: ignore[arg-type]  # click.Choice checked it
+        data_path=data_path,
+        out=out,
+        log_config=load_log_config(config_path) if config_path else None,
+        labels_path=labels,
+        layers=layers,
+        export=not no_export,
+        **opts,
     )
+    train_detector(request, echo=lambda line: click.echo(line, err=True))
 
 
-METHODS = ("fastlogad-mlm", "fastlogad-random", "adalog", "deeplog", "logbert", "iforest")
-
-
-@main.command(name="eval")
+@click.command(name="eval")
 @click.option("--bundle", "bundle_path", type=click.Path(exists=True, path_type=Path),
               help="Evaluate this trained bundle (or use --method).")  # fmt: skip
 @click.option("--method", "methods", type=click.Choice(METHODS), multiple=True,
@@ -198,7 +130,8 @@ METHODS = ("fastlogad-mlm", "fastlogad-random", "adalog", "deeplog", "logbert", 
 @click.option("--batch-size", type=int, default=256, show_default=True)
 def eval_(
     bundle_path: Path | None, methods: tuple[str, ...], as_json: bool, batch_size: int,
-    **opts: Any,
+    dataset: str, data_path: Path, seeds: int, plots: Path | None, out: Path | None,
+    labels: Path | None, tiny: bool, epochs: int | None, threads: int | None, **split: Any,
 ) -> None:  # fmt: skip
     """Evaluate a bundle, or fit and evaluate methods, on a dataset's test split.
 
@@ -219,80 +152,28 @@ def eval_(
     if (bundle_path is None) == (not methods):
         raise click.UsageError("give either --bundle or --method")
     if methods:
-        _eval_methods(methods, as_json, batch_size, opts)
+        from logsieve.export.evaluation.harness import EvalOptions, run
+
+        options = EvalOptions(labels_path=labels, tiny=tiny, epochs=epochs, threads=threads,
+                              batch_size=batch_size, **split)  # fmt: skip
+        report = run(methods, dataset, data_path, seeds, options, plots=plots)
+        if out is not None:
+            out.write_text(report.table + "\n", encoding="utf-8")
+        click.echo(json.dumps(report.rows, indent=1) if as_json else report.table)
+        for path in report.plots:
+            click.echo(f"wrote {path}", err=True)
         return
-    if opts["plots"] is not None:
+    if plots is not None:
         raise click.UsageError("--plots needs --method (bundle mode prints figures only)")
+    from logsieve.export.evaluation.bundle_eval import evaluate_bundle, flat_report, format_report
+
     assert bundle_path is not None
-    _eval_bundle(bundle_path, as_json, batch_size, opts)
+    result = evaluate_bundle(bundle_path, dataset, data_path, labels_path=labels,
+                             batch_size=batch_size, threads=threads, **split)  # fmt: skip
+    click.echo(json.dumps(flat_report(result), indent=1) if as_json else format_report(result))
 
 
-def _eval_methods(
-    methods: tuple[str, ...], as_json: bool, batch_size: int, opts: dict[str, Any]
-) -> None:
-    from logsieve.export.evaluation.harness import EvalOptions, run
-
-    options = EvalOptions(
-        train_n=opts["train_n"], val_fraction=opts["val_fraction"], labels_path=opts["labels"],
-        pattern=opts["pattern"], tiny=opts["tiny"], epochs=opts["epochs"],
-        batch_size=batch_size, threads=opts["threads"],
-    )  # fmt: skip
-    report = run(methods, opts["dataset"], opts["data_path"], opts["seeds"], options,
-                 plots=opts["plots"])  # fmt: skip
-    if opts["out"] is not None:
-        opts["out"].write_text(report.table + "\n", encoding="utf-8")
-    click.echo(json.dumps(report.rows, indent=1) if as_json else report.table)
-    for path in report.plots:
-        click.echo(f"wrote {path}", err=True)
-
-
-def _eval_bundle(bundle_path: Path, as_json: bool, batch_size: int, opts: dict[str, Any]) -> None:
-    from logsieve.bundle import open_bundle
-    from logsieve.errors import BundleError
-    from logsieve.export.fastlogad.bundle import evaluate
-
-    bundle = open_bundle(bundle_path)
-    if bundle.detector != "fastlogad":
-        raise BundleError(
-            f"{bundle.path}: this is an {bundle.detector!r} bundle; evaluate it with "
-            f"--method {bundle.detector} (fits on the same split) or score lines with it"
-        )
-    if opts["threads"]:
-        import torch
-
-        torch.set_num_threads(opts["threads"])
-    data = _prepare(opts, bundle)
-    if bundle.vocab is not None and data.vocab.size != bundle.vocab.size:
-        raise BundleError(
-            f"{bundle.path}: vocabulary of {bundle.vocab.size} tokens, "
-            f"the data has {data.vocab.size} (another dataset?)"
-        )
-    report = evaluate(bundle, data, batch_size=batch_size)
-    if as_json:
-        m = report["metrics"]
-        flat = {k: m[k] for k in ("tp", "fp", "fn", "tn", "threshold")}
-        click.echo(json.dumps({**flat, **report}, indent=1))
-        return
-    click.echo(
-        f"{report['dataset']}: {report['n_test']} test windows "
-        f"({report['n_test_anomalous']} anomalous), threshold {report['threshold']:.6g}"
-    )
-    rows = [("as is", report["metrics"]), ("deduplicated", report["dedup"]["metrics"])]
-    if "projected" in report:
-        rows.append(("projected", report["projected"]))
-    click.echo(f"{'':14s} {'P':>7s} {'R':>7s} {'F1':>7s} {'ROC-AUC':>8s} {'PR-AUC':>7s}"
-               f" {'tp':>7s} {'fp':>9s} {'fn':>6s} {'tn':>7s}")  # fmt: skip
-    for name, m in rows:
-        click.echo(
-            f"{name:14s} {m['precision']:7.4f} {m['recall']:7.4f} {m['f1']:7.4f} "
-            f"{m.get('roc_auc', float('nan')):8.4f} {m.get('pr_auc', float('nan')):7.4f} "
-            f"{m['tp']:7.0f} {m['fp']:9.0f} {m.get('fn', float('nan')):6.0f} "
-            f"{m.get('tn', float('nan')):7.0f}"
-        )
-    click.echo(f"scoring: {report['ms_per_window']:.3f} ms/window (batch {batch_size}, CPU)")
-
-
-@main.command()
+@click.command()
 @click.option(
     "--bundle", "bundle_path", type=click.Path(exists=True, path_type=Path), required=True
 )
@@ -304,7 +185,7 @@ def _eval_bundle(bundle_path: Path, as_json: bool, batch_size: int, opts: dict[s
 @click.option("--all", "show_all", is_flag=True, help="Print every window's verdict.")
 @click.option(
     "--backend",
-    type=click.Choice(["auto", "tensorrt", "aoti", "onnxruntime", "torch"]),
+    type=click.Choice(BACKEND_CHOICES),
     default="auto",
     show_default=True,
     help="Engine for an exported bundle (unexported bundles run model.pt eagerly).",
@@ -330,44 +211,46 @@ def score(
       logsieve score --bundle bundles/bgl-adalog ../shared/data/bgl/raw/BGL_2k.log
     """
     from logsieve.bundle import open_bundle
-    from logsieve.export.fastlogad.bundle import score_file
 
     bundle = open_bundle(bundle_path)
     if bundle.detector == "adalog":
         _score_lines(bundle, file, fmt or str(bundle.manifest.get("format") or "lines"), top,
                      show_all)  # fmt: skip
         return
-    fmt = fmt or str(bundle.manifest.get("format", "hdfs"))
+    from logsieve.export.fastlogad.scoring import score_file
+
     n = flagged = 0
-    for window, value, flag in score_file(
-        bundle, file, fmt, pattern=pattern, top=top, backend=backend
-    ):
+    fmt = fmt or str(bundle.manifest.get("format", "hdfs"))
+    for sw in score_file(bundle, file, fmt, pattern=pattern, backend=backend):
         n += 1
-        if flag is None:
+        if not sw.anomaly:
             if show_all:
-                click.echo(f"ok   {window.key} score {value:.4f}")
+                click.echo(f"ok   {sw.key} score {sw.score:.4f}")
             continue
         flagged += 1
+        unknown = sw.unknown_lines
         click.echo(
-            f"FLAG {flag.key}  {_ts(flag.start)} .. {_ts(flag.end)}  {flag.lines} lines  "
-            f"score {flag.score:.4f} > {flag.threshold:.4f}"
-            + (f"  ({flag.unknown_lines} unknown lines)" if flag.unknown_lines else "")
+            f"FLAG {sw.key}  {_ts(sw.start)} .. {_ts(sw.end)}  {len(sw.lines)} lines  "
+            f"score {sw.score:.4f} > {sw.threshold:.4f}"
+            + (f"  ({unknown} unknown lines)" if unknown else "")
         )
-        for prob, template, line in flag.evidence:
+        for i in sw.evidence(top):
+            line, template = sw.lines[i], sw.templates[i]
             click.echo(
-                f"    {prob:5.2f}  {line}" + ("" if template == line else f"   [{template}]")
+                f"    {sw.token_probs[i]:5.2f}  {line}"
+                + ("" if template == line else f"   [{template}]")
             )
     click.echo(f"{flagged} of {n} windows flagged", err=True)
 
 
 def _score_lines(bundle: Any, file: Path, fmt: str, top: int, show_all: bool) -> None:
-    from logsieve.export.adalog.bundle import read_line_texts, score_lines
+    from logsieve.export.adalog.bundle import score_line_file
+    from logsieve.verdict import is_anomaly
 
-    texts, _labels = read_line_texts(file, fmt if fmt in ("bgl", "thunderbird") else "lines")
-    scores, evidence = score_lines(bundle, texts)
+    texts, scores, evidence = score_line_file(bundle, file, fmt)
     flagged = 0
     for lineno, (text, value, ev) in enumerate(zip(texts, scores, evidence, strict=True), 1):
-        if value <= bundle.threshold:
+        if not is_anomaly(value, bundle.threshold):
             if show_all:
                 click.echo(f"ok   line {lineno} score {value:.4f}")
             continue
@@ -379,3 +262,6 @@ def _score_lines(bundle: Any, file: Path, fmt: str, top: int, show_all: bool) ->
 
 def _ts(t: float) -> str:
     return datetime.fromtimestamp(t, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+
+
+COMMANDS = [train, eval_, score]

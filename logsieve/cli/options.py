@@ -1,0 +1,51 @@
+"""Options shared by several commands, as composed decorators."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from logsieve.engine.base import BACKEND_CHOICES
+from logsieve.export.data.formats import FORMATS
+
+__all__ = ["BACKEND_CHOICES", "FORMATS", "bundle_option", "log_options", "read_note"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+bundle_option = click.option(
+    "--bundle", "bundle_path", type=click.Path(exists=True, path_type=Path), required=True
+)
+
+
+def log_options(func: F) -> F:
+    """Shared options: the input format, its line regex and a TOML log config."""
+    func = click.option(
+        "--config",
+        "config_path",
+        type=click.Path(path_type=Path, dir_okay=False),
+        default=None,
+        help="TOML file with a [log] table (masking, templates, windows). Default: built-in.",
+    )(func)
+    func = click.option(
+        "--pattern",
+        default=None,
+        help="For --format lines: regex with named groups time/host/text.",
+    )(func)
+    func = click.option(
+        "--format",
+        "fmt",
+        type=click.Choice(FORMATS),
+        default="hdfs",
+        show_default=True,
+        help="Log line format of FILE.",
+    )(func)
+    return func
+
+
+def read_note(stats: Any) -> str:
+    """``k=v`` for every non-zero counter of a read, or "all lines parsed"."""
+    counts = {k: v for k, v in stats.as_dict().items() if v and k not in ("lines", "records")}
+    return ", ".join(f"{k}={v}" for k, v in counts.items()) or "all lines parsed"
