@@ -42,7 +42,7 @@ def _ts(t: float) -> str:
     return datetime.fromtimestamp(t, tz=timezone.utc).strftime("%H:%M:%S")
 
 
-def _replay(port: int, events: list[tuple[float, dict[str, Any]]]) -> None:
+def _replay(port: int, events: Sequence[tuple[float, dict[str, Any]]]) -> None:
     client = sender.FluentSender("hdfs", host="127.0.0.1", port=port, nanosecond_precision=True)
     try:
         for t, record in events:

@@ -163,7 +163,8 @@ class EngineWorker:
             proc.join(5)
             raise value
         self._conn, self._proc = parent, proc
-        return value
+        info: EngineInfo = value
+        return info
 
     def score_ids(self, windows: Sequence[Sequence[int]]) -> Scored:
         """``(score, per-line probabilities)`` per window of template ids, in order."""
