@@ -50,19 +50,9 @@ _ABORT_AFTER = 5.0
 
 
 def classify_protocol_error(exc: ProtocolError) -> str:
-    """A small, stable reason class for the malformed-frames counter.
-
-    The sans-IO layer raises one exception type with descriptive messages, so
-    the class is read from the message; unknown messages count as ``invalid``.
-    """
-    text = str(exc)
-    if "exceeds" in text or "limit" in text:
-        return "limit"
-    if "malformed msgpack" in text:
-        return "msgpack"
-    if "gzip" in text or "zstd" in text or "compress" in text:
-        return "compression"
-    return "invalid"
+    """The stable reason label of the malformed-frames counter: the error's kind
+    (:attr:`~logsieve.errors.ProtocolError.reason`)."""
+    return exc.reason
 
 
 def _peer_name(transport: asyncio.BaseTransport) -> str:

@@ -11,10 +11,13 @@ from __future__ import annotations
 __all__ = [
     "BackendUnavailable",
     "BundleError",
+    "CompressionError",
     "ConfigError",
     "DataError",
     "HandshakeError",
+    "LimitExceeded",
     "LogsieveError",
+    "MalformedMsgpack",
     "ProtocolError",
 ]
 
@@ -50,7 +53,32 @@ class BundleError(LogsieveError):
 
 
 class ProtocolError(LogsieveError, ValueError):
-    """A Forward-protocol peer sent something malformed (the connection closes)."""
+    """A Forward-protocol peer sent something malformed (the connection closes).
+
+    ``reason`` is the stable label the server counts it under
+    (``logsieve_forward_malformed_frames_total{reason=...}``); each failure kind is its
+    own subclass, so nothing has to read the message to sort errors.
+    """
+
+    reason = "invalid"
+
+
+class LimitExceeded(ProtocolError):
+    """A request is larger or deeper than a configured bound allows."""
+
+    reason = "limit"
+
+
+class MalformedMsgpack(ProtocolError):
+    """Bytes that are not msgpack."""
+
+    reason = "msgpack"
+
+
+class CompressionError(ProtocolError):
+    """A compressed payload is corrupt, truncated, or uses an unsupported codec."""
+
+    reason = "compression"
 
 
 class HandshakeError(ProtocolError):

@@ -28,7 +28,7 @@ from typing import Any
 
 import msgpack
 
-from logsieve.errors import ProtocolError
+from logsieve.errors import LimitExceeded, MalformedMsgpack, ProtocolError
 
 from .limits import ForwardLimits
 
@@ -150,7 +150,7 @@ class FrameDecoder:
                     raise StopIteration from None
                 continue
             except _UNPACK_ERRORS as exc:
-                raise ProtocolError(
+                raise MalformedMsgpack(
                     f"malformed msgpack at stream offset {self._frame_start}: "
                     f"{type(exc).__name__}: {exc}"
                 ) from exc
@@ -170,7 +170,7 @@ class FrameDecoder:
         in_frame = self._fed - self._frame_start
         room = limit - in_frame
         if room <= 0:
-            raise ProtocolError(
+            raise LimitExceeded(
                 f"request exceeds max_frame_bytes: more than {in_frame} bytes "
                 f"without a complete msgpack object (limit {limit})"
             )
@@ -181,7 +181,7 @@ class FrameDecoder:
         try:
             self._unpacker.feed(piece)
         except msgpack.BufferFull as exc:  # pragma: no cover - `room` prevents it
-            raise ProtocolError(
+            raise LimitExceeded(
                 f"request exceeds max_frame_bytes: {in_frame + len(piece)} bytes (limit {limit})"
             ) from exc
         self._fed += len(piece)
@@ -189,4 +189,5 @@ class FrameDecoder:
 
     def _check_alive(self) -> None:
         if self._error is not None:
-            raise ProtocolError(f"decoder already failed: {self._error}")
+            # The same kind as the first failure: the decoder refuses for that reason.
+            raise type(self._error)(f"decoder already failed: {self._error}")

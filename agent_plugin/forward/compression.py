@@ -12,7 +12,7 @@ from __future__ import annotations
 import zlib
 from typing import Literal
 
-from logsieve.errors import ProtocolError
+from logsieve.errors import CompressionError, LimitExceeded
 
 __all__ = ["Compression", "gunzip_bounded", "sniff_compression"]
 
@@ -55,18 +55,18 @@ def gunzip_bounded(payload: bytes, limit: int) -> bytes:
             # exceeded without inflating the rest.
             out += inflater.decompress(data, room + 1)
         except zlib.error as exc:
-            raise ProtocolError(
+            raise CompressionError(
                 f"gzip member {member} of a CompressedPackedForward payload is corrupt: {exc}"
             ) from None
         if len(out) > limit:
-            raise ProtocolError(
+            raise LimitExceeded(
                 f"decompressed PackedForward payload exceeds max_decompressed_bytes "
                 f"(more than {limit} bytes from {len(payload)} compressed)"
             )
         # Output below the cap means zlib consumed all the input it could; if the
         # member has not ended, its tail is missing.
         if not inflater.eof:
-            raise ProtocolError(
+            raise CompressionError(
                 f"gzip member {member} of a CompressedPackedForward payload is truncated"
             )
         data = inflater.unused_data

@@ -13,7 +13,7 @@ the socket and drives it like this::
             for event in conn.events():
                 match event:
                     case RecordBatch():
-                        await pipeline.put(event.records)   # backpressure here
+                        await pipeline.put(event)   # the batch; backpressure here
                         if event.chunk is not None:
                             writer.write(encode_ack(event.chunk))
                     case HandshakeSucceeded():

@@ -48,7 +48,7 @@ class EventTime:
         """Decode the 8-byte payload of ext type 0 (ProtocolError otherwise)."""
         sec, nsec = _unpack_ext0(data)
         if nsec >= _NS:
-            raise ProtocolError(f"EventTime nanoseconds {nsec} out of range (limit {_NS - 1})")
+            raise ProtocolError(f"EventTime nanoseconds {nsec} out of range (at most {_NS - 1})")
         return cls(sec, nsec)
 
     @classmethod

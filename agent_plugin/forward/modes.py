@@ -26,7 +26,7 @@ from typing import Any
 
 import msgpack
 
-from logsieve.errors import ProtocolError
+from logsieve.errors import CompressionError, LimitExceeded, MalformedMsgpack, ProtocolError
 
 from .codec import RawFrame, make_unpacker
 from .compression import Compression, gunzip_bounded, sniff_compression
@@ -160,7 +160,7 @@ def _forward(
         return batch
     entries: list[Any] = msg[1]
     if len(entries) > limits.max_records_per_frame:
-        raise ProtocolError(
+        raise LimitExceeded(
             f"forward request carries {len(entries)} entries "
             f"(limit max_records_per_frame={limits.max_records_per_frame})"
         )
@@ -180,7 +180,7 @@ def _packed(
     if opts.signal != 0:
         return batch
     if compression == "zstd":
-        raise ProtocolError("compressed=zstd is not supported; configure the client for gzip")
+        raise CompressionError("compressed=zstd is not supported; configure the client for gzip")
     if compression == "gzip":
         payload = gunzip_bounded(payload, limits.max_decompressed_bytes)
     # Fast path: let msgpack decode the strings in C (raw=False). The first str that is
@@ -206,7 +206,7 @@ def _iter_packed(payload: bytes, limits: ForwardLimits, *, raw: bool) -> Iterabl
         for entry in unpacker:
             count += 1
             if count > limits.max_records_per_frame:
-                raise ProtocolError(
+                raise LimitExceeded(
                     f"packed_forward payload carries more than {limits.max_records_per_frame} "
                     "entries (limit max_records_per_frame)"
                 )
@@ -215,7 +215,7 @@ def _iter_packed(payload: bytes, limits: ForwardLimits, *, raw: bool) -> Iterabl
     except (ProtocolError, UnicodeDecodeError):  # the latter: raw=False met a non-UTF-8 str
         raise
     except (ValueError, TypeError, msgpack.UnpackException) as exc:
-        raise ProtocolError(
+        raise MalformedMsgpack(
             f"malformed msgpack in PackedForward entry {count}: {type(exc).__name__}: {exc}"
         ) from exc
     # Not unpacker.tell(): the C unpacker also counts bytes of a half-parsed

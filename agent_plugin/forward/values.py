@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from logsieve.errors import ProtocolError
+from logsieve.errors import LimitExceeded, ProtocolError
 
 __all__ = ["decode_text", "decode_tree", "require_map"]
 
@@ -51,7 +51,7 @@ def _decode(value: Any, left: int, limit: int, what: str) -> Any:
         return _maybe_text(value)
     if isinstance(value, (dict, list)):
         if left <= 0:
-            raise ProtocolError(
+            raise LimitExceeded(
                 f"{what} nests maps/arrays more than max_nesting_depth={limit} deep"
             )
         if isinstance(value, dict):
