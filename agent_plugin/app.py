@@ -55,9 +55,8 @@ log = logging.getLogger(__name__)
 # Garbage-collector thresholds while serving. Open windows keep every record they hold
 # alive, so with the default gen-0 threshold (700 allocations) the collector walks
 # them again and again; nearly all of the server's garbage is acyclic and freed by
-# reference counting anyway. Measured with bench/e2e_cpu.py (--gc serving vs default):
-# 19-26 against 26-37 us of server CPU per record, for 11-28 MiB more peak RSS
-# (bench/RESULTS.md, issue 5).
+# reference counting anyway. bench/e2e_cpu.py (--gc serving vs default) measures the
+# server CPU per record saved and the peak RSS it costs (bench/RESULTS.md).
 GC_THRESHOLD = (50_000, 20, 100)
 EXIT_FAST = 130  # second signal: shutdown abandoned (like a shell's 128 + SIGINT)
 _SIGNALS = (signal.SIGTERM, signal.SIGINT)

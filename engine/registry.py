@@ -9,9 +9,8 @@ measurements in ``bench/RESULTS.md``):
 3. ``torch`` on the GPU (the exported program, eager), when a CUDA GPU is present;
 4. ``onnxruntime`` fp32 on the CPU, when the bundle has ``model.onnx``;
 5. ``aoti`` fp32 on the CPU, when a package was built for this CPU and ONNX Runtime
-   cannot run (interleaved, fifth session: the two within noise of each other at batch
-   64 and 256, 1.0-1.2x the eager model; on single HDFS windows ONNX Runtime 2.4-2.7x,
-   AOTInductor 1.6x; and ONNX Runtime needs no torch);
+   cannot run (the two are within noise of each other on large batches, ONNX Runtime
+   is faster on single windows, a quiet server's batches, and needs no torch);
 6. ``torch`` fp32 on the CPU.
 
 int8 is never picked by ``auto``: its scores move by up to ~2% and depend on the other
