@@ -6,11 +6,11 @@ serve.
 
 from __future__ import annotations
 
+import sys
 import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import click
 
@@ -23,22 +23,24 @@ T = TypeVar("T")
 
 
 def with_progress(what: str, work: Callable[[], T]) -> T:
-    """Run ``work`` while printing elapsed seconds to stderr (builds take minutes)."""
+    """Run ``work`` while a tqdm line on stderr shows the time spent (builds take minutes;
+    their length is unknown, so it is a clock, not a bar)."""
+    from tqdm import tqdm
+
     done = threading.Event()
-    t0 = time.monotonic()
+    with tqdm(desc=what, bar_format="{desc}: {elapsed}", file=sys.stderr) as clock:
+        ticker = threading.Thread(target=lambda: _tick(clock, done), daemon=True)
+        ticker.start()
+        try:
+            return work()
+        finally:
+            done.set()
+            ticker.join()
 
-    def tick() -> None:
-        while not done.wait(5.0):
-            click.echo(f"  {what}: {time.monotonic() - t0:.0f}s ...", err=True)
 
-    click.echo(f"{what} ...", err=True)
-    ticker = threading.Thread(target=tick, daemon=True)
-    ticker.start()
-    try:
-        return work()
-    finally:
-        done.set()
-        ticker.join()
+def _tick(clock: Any, done: threading.Event) -> None:
+    while not done.wait(1.0):
+        clock.refresh()
 
 
 @click.command(name="export")
