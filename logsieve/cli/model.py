@@ -14,10 +14,12 @@ from typing import Any
 import click
 
 from logsieve.cli.options import BACKEND_CHOICES, FORMATS
+from logsieve.export.data.prepare import DATASETS
 
 __all__ = ["COMMANDS"]
 
-DATASETS = ("hdfs", "hdfs-sessions", "bgl", "bgl-windows", "thunderbird", "lines")
+# The harness's method names (logsieve.export.evaluation.methods.METHODS, which imports
+# torch: written here so --help stays fast; tests/export/test_harness.py keeps them equal).
 METHODS = ("fastlogad-mlm", "fastlogad-random", "adalog", "deeplog", "logbert", "iforest")
 
 _SPLIT_HELP = (
