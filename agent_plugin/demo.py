@@ -29,6 +29,7 @@ from fluent import sender
 from logsieve.bundle import Bundle
 
 from .app import Service
+from .metrics import sample_value
 from .pipeline_config import PipelineConfig
 from .receiver import FlagReceiver, Received
 from .serve_config import ServeSettings
@@ -114,7 +115,7 @@ def run_demo(
             # fluent-logger has no acks: wait until the server has read every record.
             received = service.metrics.records_received.labels(mode="message")
             deadline = time.monotonic() + 30.0
-            while received.value < len(events) and time.monotonic() < deadline:
+            while sample_value(received) < len(events) and time.monotonic() < deadline:
                 await asyncio.sleep(0.01)
             echo("stopping: flushing open windows through the engine, delivering flags ...")
         finally:

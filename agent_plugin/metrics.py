@@ -1,336 +1,129 @@
-"""Counters, gauges and histograms in Prometheus text format 0.0.4.
+"""The Forward server's metrics, on a per-service ``prometheus_client`` registry.
 
-No ``prometheus_client`` dependency: the exposition format is a few lines of
-text (https://prometheus.io/docs/instrumenting/exposition_formats/). Usage::
+Usage::
 
-    metrics = Metrics()                       # the network layer's metrics
+    metrics = Metrics()                       # its own CollectorRegistry
     metrics.acks_sent.inc()
     metrics.records_received.labels(mode="forward").inc(10)
-    depth = metrics.registry.gauge("logsieve_queue_depth", "Batches queued.", ["queue"])
-    depth.labels(queue="windows").set_function(lambda: q.qsize())   # read at scrape
+    depth = Gauge("logsieve_queue_depth", "Batches queued.", ["queue"], registry=metrics.registry)
+    depth.labels(queue="windows").set_function(q.qsize)        # read at scrape
+    sample_value(metrics.acks_sent)                            # 1.0, as scraped
 
-The HTTP endpoint serving a registry is :class:`~.metrics_http.MetricsServer`.
+Each service gets its own :class:`~prometheus_client.CollectorRegistry`, never the
+library's global one: tests run several services in one process, and a name can be
+registered only once per registry. Other stages register their metrics on
+``metrics.registry``; the HTTP endpoint serving it is :class:`~.metrics_http.MetricsServer`.
 
-Other stages register their own metrics on ``metrics.registry``. Updates take
-a lock, so stages running in worker threads (the inference engine) may update
-them too.
+Counters are created without their ``_total`` suffix (prometheus_client adds it), so they
+are exposed as ``logsieve_..._total``. The ``_created`` series prometheus_client would add
+to every counter and histogram are switched off for the process: Fluent Bit's and
+Prometheus' dashboards have no use for them and our exposition never had them.
+
+The engine runs in a child process (``engine/worker.py``) that exports no metrics of its
+own (the parent counts its restarts), so prometheus_client's multiprocess mode is not used.
+prometheus_client's metrics take a lock, so stages in worker threads may update them too.
 """
 
 from __future__ import annotations
 
-import copy
-import math
-import re
-import threading
-from collections.abc import Callable, Iterable, Sequence
-from typing import Any, TypeVar
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import disable_created_metrics as _disable_created_metrics
 
-__all__ = [
-    "DEFAULT_BUCKETS",
-    "Counter",
-    "Gauge",
-    "Histogram",
-    "Metrics",
-    "MetricsRegistry",
-]
+__all__ = ["DEFAULT_BUCKETS", "Metrics", "sample_value"]
 
+# Latency buckets in seconds (prometheus_client's default set also has .075, .75 and 7.5).
 DEFAULT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
-_NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
-_LABEL = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
+
+_disable_created_metrics()  # type: ignore[no-untyped-call]  # untyped in prometheus_client
+
+# The sample a read of each metric type means (a histogram's: how many observations).
+_READ_SUFFIX = {"counter": "_total", "gauge": "", "histogram": "_count"}
 
 
-def _fmt(value: float) -> str:
-    if math.isnan(value):
-        return "NaN"
-    if math.isinf(value):
-        return "+Inf" if value > 0 else "-Inf"
-    if value == int(value) and abs(value) < 2**53:
-        return str(int(value))
-    return repr(value)
+def sample_value(metric: Counter | Gauge | Histogram, /, **labels: str) -> float:
+    """What a scrape would show now for ``metric{labels}``.
 
-
-def _escape_label(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
-
-
-_F = TypeVar("_F", bound="_Family")
-
-
-class _Family:
-    """One metric name with its label names and one child per label-value tuple."""
-
-    kind = ""
-
-    def __init__(self, name: str, help_: str, labelnames: Sequence[str] = ()) -> None:
-        if not _NAME.fullmatch(name):
-            raise ValueError(f"invalid metric name {name!r}")
-        for label in labelnames:
-            if not _LABEL.fullmatch(label) or label.startswith("__") or label == "le":
-                raise ValueError(f"invalid label name {label!r} for {name}")
-        self.name = name
-        self.help = help_
-        self.labelnames = tuple(labelnames)
-        self._lock = threading.Lock()
-        self._children: dict[tuple[str, ...], Any] = {}
-        self._labelvalues: tuple[str, ...] = ()
-        self._init_value()
-
-    def _init_value(self) -> None:
-        """Set up the per-child value state."""
-
-    def labels(self: _F, **values: str) -> _F:
-        """The child for these label values (created on first use)."""
-        if set(values) != set(self.labelnames):
-            raise ValueError(f"{self.name} takes labels {self.labelnames}, got {sorted(values)}")
-        key = tuple(str(values[n]) for n in self.labelnames)
-        with self._lock:
-            child = self._children.get(key)
-            if child is None:
-                # A shallow copy shares name, help, lock and buckets; the value
-                # state is then reset for this label set.
-                child = copy.copy(self)
-                child._labelvalues = key
-                child._children = {}
-                child._init_value()
-                self._children[key] = child
-        return child
-
-    def _series(self) -> Iterable[_Family]:
-        # An unlabelled metric is its own single series (so it shows as 0 at once).
-        if not self.labelnames:
-            return [self]
-        with self._lock:
-            return list(self._children.values())
-
-    def _labelstr(self, extra: str = "") -> str:
-        parts = [
-            f'{n}="{_escape_label(v)}"'
-            for n, v in zip(self.labelnames, self._labelvalues, strict=True)
-        ]
-        if extra:
-            parts.append(extra)
-        return "{" + ",".join(parts) + "}" if parts else ""
-
-    def _samples(self) -> list[str]:
-        raise NotImplementedError
-
-    def render(self) -> str:
-        """This family's HELP, TYPE and sample lines."""
-        help_ = self.help.replace("\\", "\\\\").replace("\n", "\\n")
-        lines = [f"# HELP {self.name} {help_}", f"# TYPE {self.name} {self.kind}"]
-        for child in sorted(self._series(), key=lambda c: c._labelvalues):
-            lines.extend(child._samples())
-        return "\n".join(lines) + "\n"
-
-    def _check_unlabelled(self) -> None:
-        if self.labelnames and not self._labelvalues:
-            raise ValueError(f"{self.name} has labels {self.labelnames}: call .labels() first")
-
-
-class Counter(_Family):
-    """A value that only goes up (name it ``..._total``)."""
-
-    kind = "counter"
-
-    def _init_value(self) -> None:
-        self._value = 0.0
-
-    def inc(self, amount: float = 1.0) -> None:
-        """Add ``amount`` (>= 0)."""
-        if amount < 0:
-            raise ValueError(f"counter {self.name} cannot decrease (got {amount})")
-        self._check_unlabelled()
-        with self._lock:
-            self._value += amount
-
-    @property
-    def value(self) -> float:
-        """The current value."""
-        return self._value
-
-    def _samples(self) -> list[str]:
-        return [f"{self.name}{self._labelstr()} {_fmt(self._value)}"]
-
-
-class Gauge(_Family):
-    """A value that goes up and down, set directly or read from a function at scrape time."""
-
-    kind = "gauge"
-
-    def _init_value(self) -> None:
-        self._value = 0.0
-        self._function: Callable[[], float] | None = None
-
-    def set(self, value: float) -> None:
-        """Set the value."""
-        self._check_unlabelled()
-        with self._lock:
-            self._value = float(value)
-
-    def inc(self, amount: float = 1.0) -> None:
-        """Add ``amount`` (may be negative)."""
-        self._check_unlabelled()
-        with self._lock:
-            self._value += amount
-
-    def dec(self, amount: float = 1.0) -> None:
-        """Subtract ``amount``."""
-        self.inc(-amount)
-
-    def set_function(self, function: Callable[[], float]) -> None:
-        """Read the value from ``function`` at every scrape (e.g. a queue's ``qsize``)."""
-        self._check_unlabelled()
-        self._function = function
-
-    @property
-    def value(self) -> float:
-        """The current value (calls the function if one is set)."""
-        return float(self._function()) if self._function is not None else self._value
-
-    def _samples(self) -> list[str]:
-        return [f"{self.name}{self._labelstr()} {_fmt(self.value)}"]
-
-
-class Histogram(_Family):
-    """Observations counted into cumulative buckets, with their sum and count."""
-
-    kind = "histogram"
-
-    def __init__(
-        self,
-        name: str,
-        help_: str,
-        labelnames: Sequence[str] = (),
-        buckets: Sequence[float] = DEFAULT_BUCKETS,
-    ) -> None:
-        bounds = [float(b) for b in buckets if not math.isinf(b)]
-        if not bounds or bounds != sorted(set(bounds)):
-            raise ValueError(f"histogram {name} buckets must be increasing, got {buckets}")
-        self.buckets = (*bounds, math.inf)
-        super().__init__(name, help_, labelnames)
-
-    def _init_value(self) -> None:
-        self._counts = [0] * len(self.buckets)  # per bucket, not cumulative
-        self._sum = 0.0
-        self._count = 0
-
-    def observe(self, value: float) -> None:
-        """Record one observation."""
-        self._check_unlabelled()
-        index = next(i for i, bound in enumerate(self.buckets) if value <= bound)
-        with self._lock:
-            self._counts[index] += 1
-            self._sum += value
-            self._count += 1
-
-    @property
-    def count(self) -> int:
-        """Number of observations."""
-        return self._count
-
-    def _samples(self) -> list[str]:
-        with self._lock:  # one consistent snapshot of counts, sum and count
-            counts, total, count_all = list(self._counts), self._sum, self._count
-        lines, running = [], 0
-        for bound, count in zip(self.buckets, counts, strict=True):
-            running += count
-            le = 'le="' + ("+Inf" if math.isinf(bound) else repr(bound)) + '"'
-            lines.append(f"{self.name}_bucket{self._labelstr(le)} {running}")
-        lines.append(f"{self.name}_sum{self._labelstr()} {_fmt(total)}")
-        lines.append(f"{self.name}_count{self._labelstr()} {count_all}")
-        return lines
-
-
-class MetricsRegistry:
-    """Named metric families, rendered together in registration order."""
-
-    def __init__(self) -> None:
-        self._families: dict[str, _Family] = {}
-        self._lock = threading.Lock()
-
-    def _register(self, family: _F) -> _F:
-        with self._lock:
-            if family.name in self._families:
-                raise ValueError(f"metric {family.name!r} is already registered")
-            self._families[family.name] = family
-        return family
-
-    def counter(self, name: str, help_: str, labelnames: Sequence[str] = ()) -> Counter:
-        """Register and return a counter."""
-        return self._register(Counter(name, help_, labelnames))
-
-    def gauge(self, name: str, help_: str, labelnames: Sequence[str] = ()) -> Gauge:
-        """Register and return a gauge."""
-        return self._register(Gauge(name, help_, labelnames))
-
-    def histogram(
-        self,
-        name: str,
-        help_: str,
-        labelnames: Sequence[str] = (),
-        buckets: Sequence[float] = DEFAULT_BUCKETS,
-    ) -> Histogram:
-        """Register and return a histogram."""
-        return self._register(Histogram(name, help_, labelnames, buckets))
-
-    def render(self) -> str:
-        """The whole registry in Prometheus text format 0.0.4."""
-        with self._lock:
-            families = list(self._families.values())
-        return "".join(f.render() for f in families)
+    That is a counter's ``_total``, a gauge's value (its function called, if it has one)
+    or a histogram's ``_count``; ``metric`` may also be one labelled child
+    (``metric.labels(...)``). A label set not used yet reads 0 (and, as ``labels()``
+    does, starts its series); label names the metric lacks raise ``ValueError``.
+    """
+    (family,) = metric.collect()
+    name = family.name + _READ_SUFFIX[family.type]
+    for sample in family.samples:
+        if sample.name == name and sample.labels == labels:
+            return sample.value
+    metric.labels(**labels)  # checks the label names
+    return 0.0
 
 
 class Metrics:
     """The Forward server's metrics, as named attributes on one registry."""
 
-    def __init__(self, registry: MetricsRegistry | None = None) -> None:
-        self.registry = reg = registry if registry is not None else MetricsRegistry()
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = reg = registry if registry is not None else CollectorRegistry()
         p = "logsieve_forward_"
-        self.records_received = reg.counter(
-            p + "records_received_total", "Log records decoded, by carrier mode.", ["mode"]
+        self.records_received = Counter(
+            p + "records_received", "Log records decoded, by carrier mode.", ["mode"], registry=reg
         )
-        self.records_skipped = reg.counter(
-            p + "records_skipped_total",
+        self.records_skipped = Counter(
+            p + "records_skipped",
             "Entries dropped while decoding (group_marker, invalid_time).",
             ["reason"],
+            registry=reg,
         )
-        self.bytes_received = reg.counter(p + "bytes_received_total", "Bytes read from clients.")
-        self.frames = reg.counter(p + "frames_total", "Data requests decoded, by mode.", ["mode"])
-        self.non_log_signals = reg.counter(
-            p + "non_log_signals_total", "Metrics/traces requests skipped (acked).", ["signal"]
+        self.bytes_received = Counter(
+            p + "bytes_received", "Bytes read from clients.", registry=reg
         )
-        self.ignored_requests = reg.counter(
-            p + "ignored_requests_total", "Top-level values that are not arrays (ignored)."
+        self.frames = Counter(
+            p + "frames", "Data requests decoded, by mode.", ["mode"], registry=reg
         )
-        self.connections_open = reg.gauge(p + "connections_open", "Open TCP connections.")
-        self.connections_total = reg.counter(
-            p + "connections_total", "TCP connections accepted (refused ones excluded)."
+        self.non_log_signals = Counter(
+            p + "non_log_signals",
+            "Metrics/traces requests skipped (acked).",
+            ["signal"],
+            registry=reg,
         )
-        self.connections_refused = reg.counter(
-            p + "connections_refused_total", "Connections closed at once: max_connections."
+        self.ignored_requests = Counter(
+            p + "ignored_requests", "Top-level values that are not arrays (ignored).", registry=reg
         )
-        self.connections_closed = reg.counter(
-            p + "connections_closed_total",
+        self.connections_open = Gauge(p + "connections_open", "Open TCP connections.", registry=reg)
+        self.connections_total = Counter(
+            p + "connections", "TCP connections accepted (refused ones excluded).", registry=reg
+        )
+        self.connections_refused = Counter(
+            p + "connections_refused", "Connections closed at once: max_connections.", registry=reg
+        )
+        self.connections_closed = Counter(
+            p + "connections_closed",
             "Closed connections by reason (peer, idle, protocol, handshake, sink, shutdown).",
             ["reason"],
+            registry=reg,
         )
-        self.buffered_bytes = reg.gauge(
-            p + "buffered_bytes", "Bytes received but not yet decoded, all connections."
+        self.buffered_bytes = Gauge(
+            p + "buffered_bytes",
+            "Bytes received but not yet decoded, all connections.",
+            registry=reg,
         )
-        self.acks_sent = reg.counter(p + "acks_sent_total", "Acks written after acceptance.")
-        self.handshake_failures = reg.counter(
-            p + "handshake_failures_total", "Failed shared-key/user handshakes."
+        self.acks_sent = Counter(p + "acks_sent", "Acks written after acceptance.", registry=reg)
+        self.handshake_failures = Counter(
+            p + "handshake_failures", "Failed shared-key/user handshakes.", registry=reg
         )
-        self.malformed_frames = reg.counter(
-            p + "malformed_frames_total",
+        self.malformed_frames = Counter(
+            p + "malformed_frames",
             "Requests that closed their connection, by reason class.",
             ["reason"],
+            registry=reg,
         )
-        self.heartbeats = reg.counter(
-            p + "heartbeats_total",
+        self.heartbeats = Counter(
+            p + "heartbeats",
             "Heartbeats: udp datagrams, nil requests, connect (empty TCP connections).",
             ["kind"],
+            registry=reg,
         )
-        self.put_seconds = reg.histogram(
-            p + "sink_put_seconds", "Time a request waited for the sink to accept it."
+        self.put_seconds = Histogram(
+            p + "sink_put_seconds",
+            "Time a request waited for the sink to accept it.",
+            buckets=DEFAULT_BUCKETS,
+            registry=reg,
         )

@@ -1,10 +1,18 @@
 """The metrics HTTP endpoint: ``GET /metrics`` (Prometheus text 0.0.4) and ``GET /health``.
 
-Two routes over plain HTTP/1.1, one request per connection; no web framework.
-Usage::
+The exposition is prometheus_client's (:func:`~prometheus_client.generate_latest`); only
+the HTTP layer is ours: two routes over plain HTTP/1.1, one request per connection, on
+the service's event loop. Usage::
 
     server = MetricsServer(metrics.registry, "127.0.0.1", 2021, health=lambda: ok)
     await server.start(); ...; await server.stop()
+
+Why not prometheus_client's own servers (``start_http_server``, its WSGI app in a
+thread): they have no /health route, and they collect in a thread of their own, while
+our scrape-time gauges (``set_function``) read state the event loop owns and mutates:
+``logsieve_forward_buffered_bytes`` sums over the server's set of connections, which a
+scrape in a second thread could see change mid-iteration (a RuntimeError). They also
+have no async stop for the service's ordered shutdown. Serving on the loop avoids all three.
 """
 
 from __future__ import annotations
@@ -15,13 +23,16 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from prometheus_client import generate_latest
+
 if TYPE_CHECKING:
-    from .metrics import MetricsRegistry
+    from prometheus_client import CollectorRegistry
 
 __all__ = ["CONTENT_TYPE", "MetricsServer"]
 
 log = logging.getLogger(__name__)
 
+# What generate_latest() writes (prometheus_client's own constant for it moved across versions).
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
@@ -38,7 +49,7 @@ class MetricsServer:
 
     def __init__(
         self,
-        registry: MetricsRegistry,
+        registry: CollectorRegistry,
         host: str = "127.0.0.1",
         port: int = 2021,
         health: Callable[[], bool] | None = None,
@@ -105,7 +116,7 @@ class MetricsServer:
         if method != "GET":
             return "405 Method Not Allowed", b"only GET\n", "text/plain"
         if target == "/metrics":
-            return "200 OK", self.registry.render().encode("utf-8"), CONTENT_TYPE
+            return "200 OK", generate_latest(self.registry), CONTENT_TYPE
         healthy = self._health() if self._health is not None else True
         if healthy:
             return "200 OK", b"ok\n", "text/plain"

@@ -2,7 +2,8 @@
 
 Counters are incremented where things happen; depths and the upstream client's state
 are gauges read at scrape time (``set_function``), so they cost nothing per record.
-Names start with ``logsieve_pipeline_`` and ``logsieve_upstream_``.
+Names start with ``logsieve_pipeline_`` and ``logsieve_upstream_``; counters are created
+without the ``_total`` that prometheus_client appends (see :mod:`.metrics`).
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from .metrics import MetricsRegistry
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 if TYPE_CHECKING:
     from .upstream import UpstreamClient
@@ -38,47 +39,63 @@ _UPSTREAM = {
 class PipelineMetrics:
     """The pipeline's metric families (``registry`` is shared with the server's)."""
 
-    def __init__(self, registry: MetricsRegistry | None = None) -> None:
-        self.registry = reg = registry if registry is not None else MetricsRegistry()
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = reg = registry if registry is not None else CollectorRegistry()
         p = "logsieve_pipeline_"
-        self.records = reg.counter(
-            p + "records_total", "Records taken by the pipeline, by outcome (windowed, no_text).",
+        self.records = Counter(
+            p + "records",
+            "Records taken by the pipeline, by outcome (windowed, no_text).",
             ["outcome"],
-        )  # fmt: skip
-        self.unknown_lines = reg.counter(
-            p + "unknown_template_lines_total", "Lines no training template matched ([UNK])."
+            registry=reg,
         )
-        self.unknown_rate = reg.gauge(
-            p + "unknown_template_rate", "Share of lines that matched no template."
+        self.unknown_lines = Counter(
+            p + "unknown_template_lines",
+            "Lines no training template matched ([UNK]).",
+            registry=reg,
         )
-        self.windows_open = reg.gauge(p + "windows_open", "Windows open now.")
-        self.windows_closed = reg.counter(
-            p + "windows_closed_total",
+        self.unknown_rate = Gauge(
+            p + "unknown_template_rate", "Share of lines that matched no template.", registry=reg
+        )
+        self.windows_open = Gauge(p + "windows_open", "Windows open now.", registry=reg)
+        self.windows_closed = Counter(
+            p + "windows_closed",
             "Windows closed, by reason (idle, watermark, max_lines, evicted, flush, late).",
             ["reason"],
+            registry=reg,
         )
-        self.windows_failed = reg.counter(
-            p + "windows_failed_total", "Windows not scored because the engine raised."
+        self.windows_failed = Counter(
+            p + "windows_failed", "Windows not scored because the engine raised.", registry=reg
         )
-        self.queue_depth = reg.gauge(p + "queue_depth", "Closed windows waiting for the engine.")
-        self.held_records = reg.gauge(
-            p + "held_records", "Pass-through records waiting for their window to close."
+        self.queue_depth = Gauge(
+            p + "queue_depth", "Closed windows waiting for the engine.", registry=reg
         )
-        self.batch_windows = reg.histogram(
-            p + "batch_windows", "Windows per engine call.", buckets=_BATCH_BUCKETS
+        self.held_records = Gauge(
+            p + "held_records",
+            "Pass-through records waiting for their window to close.",
+            registry=reg,
         )
-        self.engine_seconds = reg.histogram(
-            p + "engine_seconds", "Engine latency per batch.", buckets=_LATENCY_BUCKETS
+        self.batch_windows = Histogram(
+            p + "batch_windows", "Windows per engine call.", buckets=_BATCH_BUCKETS, registry=reg
         )
-        self.engine_restarts = reg.gauge(
+        self.engine_seconds = Histogram(
+            p + "engine_seconds",
+            "Engine latency per batch.",
+            buckets=_LATENCY_BUCKETS,
+            registry=reg,
+        )
+        self.engine_restarts = Gauge(
             p + "engine_process_restarts",
             "Times the engine process died mid-batch and was started again.",
+            registry=reg,
         )
-        self.verdicts = reg.counter(p + "verdicts_total", "Scored windows by verdict.", ["verdict"])
-        self.sent = reg.counter(
-            p + "records_sent_upstream_total",
+        self.verdicts = Counter(
+            p + "verdicts", "Scored windows by verdict.", ["verdict"], registry=reg
+        )
+        self.sent = Counter(
+            p + "records_sent_upstream",
             "Records handed to the upstream writer, by kind (flag, verdict, pass_through).",
             ["kind"],
+            registry=reg,
         )
 
     def bind(
@@ -100,7 +117,7 @@ class PipelineMetrics:
     def bind_upstream(self, client: UpstreamClient) -> None:
         """Export the upstream client's counters and gauges (flags sent/buffered/spilled)."""
         for name, help_ in _UPSTREAM.items():
-            gauge = self.registry.gauge(f"logsieve_upstream_{name}", help_)
+            gauge = Gauge(f"logsieve_upstream_{name}", help_, registry=self.registry)
             gauge.set_function(_stat(client, name))
 
 

@@ -53,6 +53,7 @@ import numpy as np
 import pytest
 
 from logsieve.agent_plugin.app import Service
+from logsieve.agent_plugin.metrics import sample_value
 from logsieve.agent_plugin.pipeline_config import PipelineConfig
 from logsieve.agent_plugin.receiver import FlagReceiver, Received
 from logsieve.agent_plugin.serve_config import ServeSettings
@@ -177,9 +178,9 @@ async def _run(
         assert proc.returncode == 0
         load = json.loads(out)
         m = service.pipeline_metrics
-        windows = sum(m.verdicts.labels(verdict=v).value for v in ("normal", "anomaly"))
+        windows = sum(sample_value(m.verdicts, verdict=v) for v in ("normal", "anomaly"))
         engine_s = m.engine_seconds._sum
-        engine_batches = m.engine_seconds.count
+        engine_batches = sample_value(m.engine_seconds)
         in_run = len(verdict_lat)
     finally:
         await service.stop()

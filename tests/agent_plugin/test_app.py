@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from logsieve.agent_plugin.app import EXIT_FAST, Service, run_service
+from logsieve.agent_plugin.metrics import sample_value
 from logsieve.agent_plugin.receiver import FlagReceiver
 from logsieve.bundle import Bundle
 from logsieve.engine import Engine
@@ -44,7 +45,7 @@ async def test_sigterm_delivers_flags_exits_0_and_restores_handlers(
         service = await asyncio.wait_for(started, 10.0)
         await asyncio.to_thread(replay, service.port, events)
         counter = service.metrics.records_received.labels(mode="message")
-        while counter.value < len(events):
+        while sample_value(counter) < len(events):
             await asyncio.sleep(0.01)
         os.kill(os.getpid(), signal.SIGTERM)
         assert await asyncio.wait_for(task, 15.0) == 0
@@ -66,7 +67,7 @@ async def test_second_signal_abandons_a_stuck_shutdown(
     )
     service = await asyncio.wait_for(started, 10.0)
     await asyncio.to_thread(replay, service.port, odd_block(1_226_262_930.0))
-    while service.metrics.records_received.labels(mode="message").value < 2:
+    while sample_value(service.metrics.records_received, mode="message") < 2:
         await asyncio.sleep(0.01)
     os.kill(os.getpid(), signal.SIGINT)
     await asyncio.sleep(0.5)

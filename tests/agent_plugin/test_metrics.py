@@ -1,4 +1,4 @@
-"""Metrics registry (Prometheus text 0.0.4) and its HTTP endpoint over a real socket."""
+"""Metric names, types and buckets as exposed, and the HTTP endpoint over a real socket."""
 
 from __future__ import annotations
 
@@ -10,13 +10,17 @@ from collections.abc import AsyncIterator
 
 import msgpack
 import pytest
+from prometheus_client import REGISTRY, CollectorRegistry, Gauge, generate_latest
 
 from logsieve.agent_plugin.forward import encode_ack
-from logsieve.agent_plugin.metrics import Metrics, MetricsRegistry
+from logsieve.agent_plugin.metrics import DEFAULT_BUCKETS, Metrics, sample_value
 from logsieve.agent_plugin.metrics_http import MetricsServer
+from logsieve.agent_plugin.pipeline_metrics import PipelineMetrics
 from logsieve.agent_plugin.server import ForwardServer
 from logsieve.agent_plugin.server_config import ServerConfig
 from logsieve.agent_plugin.sink import QueueSink
+from logsieve.agent_plugin.upstream import UpstreamClient
+from logsieve.agent_plugin.upstream_config import UpstreamConfig
 
 T = 5.0
 
@@ -55,54 +59,127 @@ def parse_prometheus(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]],
     return samples
 
 
-def test_render_counter_gauge_histogram_exactly() -> None:
-    reg = MetricsRegistry()
-    c = reg.counter("x_total", "Things.\nSecond line \\ done", ["kind"])
-    c.labels(kind='a"b\\c\nd').inc(2)
-    g = reg.gauge("depth", "Queue depth.")
-    g.set_function(lambda: 7)
-    h = reg.histogram("lat_seconds", "Latency.", buckets=[0.1, 1])
-    for value in (0.05, 0.5, 3):
-        h.observe(value)
-    assert reg.render() == (
-        "# HELP x_total Things.\\nSecond line \\\\ done\n"
-        "# TYPE x_total counter\n"
-        'x_total{kind="a\\"b\\\\c\\nd"} 2\n'
-        "# HELP depth Queue depth.\n"
-        "# TYPE depth gauge\n"
-        "depth 7\n"
-        "# HELP lat_seconds Latency.\n"
-        "# TYPE lat_seconds histogram\n"
-        'lat_seconds_bucket{le="0.1"} 1\n'
-        'lat_seconds_bucket{le="1.0"} 2\n'
-        'lat_seconds_bucket{le="+Inf"} 3\n'
-        "lat_seconds_sum 3.55\n"
-        "lat_seconds_count 3\n"
+# Every family a service exposes, as exposed before prometheus_client (dashboards and
+# the README use these names): counters keep their ``_total``.
+FAMILIES = [
+    ("logsieve_forward_records_received_total", "counter"),
+    ("logsieve_forward_records_skipped_total", "counter"),
+    ("logsieve_forward_bytes_received_total", "counter"),
+    ("logsieve_forward_frames_total", "counter"),
+    ("logsieve_forward_non_log_signals_total", "counter"),
+    ("logsieve_forward_ignored_requests_total", "counter"),
+    ("logsieve_forward_connections_open", "gauge"),
+    ("logsieve_forward_connections_total", "counter"),
+    ("logsieve_forward_connections_refused_total", "counter"),
+    ("logsieve_forward_connections_closed_total", "counter"),
+    ("logsieve_forward_buffered_bytes", "gauge"),
+    ("logsieve_forward_acks_sent_total", "counter"),
+    ("logsieve_forward_handshake_failures_total", "counter"),
+    ("logsieve_forward_malformed_frames_total", "counter"),
+    ("logsieve_forward_heartbeats_total", "counter"),
+    ("logsieve_forward_sink_put_seconds", "histogram"),
+    ("logsieve_pipeline_records_total", "counter"),
+    ("logsieve_pipeline_unknown_template_lines_total", "counter"),
+    ("logsieve_pipeline_unknown_template_rate", "gauge"),
+    ("logsieve_pipeline_windows_open", "gauge"),
+    ("logsieve_pipeline_windows_closed_total", "counter"),
+    ("logsieve_pipeline_windows_failed_total", "counter"),
+    ("logsieve_pipeline_queue_depth", "gauge"),
+    ("logsieve_pipeline_held_records", "gauge"),
+    ("logsieve_pipeline_batch_windows", "histogram"),
+    ("logsieve_pipeline_engine_seconds", "histogram"),
+    ("logsieve_pipeline_engine_process_restarts", "gauge"),
+    ("logsieve_pipeline_verdicts_total", "counter"),
+    ("logsieve_pipeline_records_sent_upstream_total", "counter"),
+    ("logsieve_upstream_records_acked", "gauge"),
+    ("logsieve_upstream_records_sent", "gauge"),
+    ("logsieve_upstream_buffered_records", "gauge"),
+    ("logsieve_upstream_spilled_chunks", "gauge"),
+    ("logsieve_upstream_spool_chunks", "gauge"),
+    ("logsieve_upstream_spool_bytes", "gauge"),
+    ("logsieve_upstream_dropped_records", "gauge"),
+    ("logsieve_upstream_retries", "gauge"),
+    ("logsieve_upstream_reconnects", "gauge"),
+    ("logsieve_upstream_connected", "gauge"),
+]
+
+BUCKETS = {
+    "logsieve_forward_sink_put_seconds": DEFAULT_BUCKETS,
+    "logsieve_pipeline_batch_windows": (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024),
+    "logsieve_pipeline_engine_seconds": (
+        0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    ),
+}  # fmt: skip
+
+
+def service_metrics() -> tuple[Metrics, PipelineMetrics]:
+    """The metrics a service registers, wired as app.Service wires them."""
+    metrics = Metrics()
+    pipeline = PipelineMetrics(metrics.registry)
+    pipeline.bind(
+        open_windows=lambda: 3,
+        unknown_rate=lambda: 0.25,
+        queue_depth=lambda: 1,
+        held_records=lambda: 0,
+        engine_restarts=lambda: 0,
     )
-    parsed = parse_prometheus(reg.render())
-    assert parsed[("x_total", (("kind", 'a"b\\c\nd'),))] == 2
-    assert math.isclose(parsed[("lat_seconds_sum", ())], 3.55)
+    pipeline.bind_upstream(UpstreamClient(UpstreamConfig()))
+    return metrics, pipeline
 
 
-def test_misuse_is_rejected() -> None:
-    reg = MetricsRegistry()
-    c = reg.counter("a_total", "A.", ["mode"])
-    with pytest.raises(ValueError, match="already registered"):
-        reg.gauge("a_total", "again")
-    with pytest.raises(ValueError, match="labels"):
-        c.inc()
-    with pytest.raises(ValueError, match="takes labels"):
-        c.labels(other="x")
-    with pytest.raises(ValueError, match="cannot decrease"):
-        c.labels(mode="m").inc(-1)
-    with pytest.raises(ValueError, match="invalid metric name"):
-        reg.counter("bad-name", "x")
-    with pytest.raises(ValueError, match="increasing"):
-        reg.histogram("h", "x", buckets=[1, 0.5])
-    g = reg.gauge("g", "G.")
-    g.inc(3)
-    g.dec()
-    assert g.value == 2
+def test_exposition_keeps_every_name_type_and_bucket() -> None:
+    metrics, pipeline = service_metrics()
+    metrics.records_received.labels(mode="forward").inc(2)
+    metrics.put_seconds.observe(0.02)
+    pipeline.batch_windows.observe(3)
+    pipeline.engine_seconds.observe(0.003)
+    text = generate_latest(metrics.registry).decode()
+    types = re.findall(r"^# TYPE (\S+) (\S+)$", text, re.MULTILINE)
+    assert types == FAMILIES
+    assert "_created" not in text  # prometheus_client's extra series are switched off
+    samples = parse_prometheus(text)
+    assert samples[("logsieve_forward_records_received_total", (("mode", "forward"),))] == 2
+    assert samples[("logsieve_forward_acks_sent_total", ())] == 0  # unlabelled: shown at once
+    assert samples[("logsieve_pipeline_windows_open", ())] == 3  # read at scrape
+    assert samples[("logsieve_pipeline_unknown_template_rate", ())] == 0.25
+    assert samples[("logsieve_upstream_connected", ())] == 0
+    for name, bounds in BUCKETS.items():
+        les = [dict(labels)["le"] for (sample, labels) in samples if sample == name + "_bucket"]
+        assert les == [repr(float(b)) for b in bounds] + ["+Inf"], name
+        assert samples[(name + "_count", ())] == 1
+    assert math.isclose(samples[("logsieve_forward_sink_put_seconds_sum", ())], 0.02)
+    assert samples[("logsieve_forward_sink_put_seconds_bucket", (("le", "0.025"),))] == 1
+    assert samples[("logsieve_forward_sink_put_seconds_bucket", (("le", "0.01"),))] == 0
+
+
+def test_each_service_has_its_own_registry() -> None:
+    a, b = Metrics(), Metrics()  # two services in one process: no clash
+    a.acks_sent.inc()
+    assert (sample_value(a.acks_sent), sample_value(b.acks_sent)) == (1, 0)
+    assert REGISTRY.get_sample_value("logsieve_forward_acks_sent_total") is None
+    with pytest.raises(ValueError, match="Duplicated"):
+        Gauge("logsieve_forward_connections_open", "again", registry=a.registry)
+
+
+def test_sample_value_reads_what_a_scrape_shows() -> None:
+    metrics, pipeline = service_metrics()
+    received = metrics.records_received.labels(mode="message")
+    received.inc(3)
+    assert sample_value(received) == sample_value(metrics.records_received, mode="message") == 3
+    assert sample_value(metrics.records_received, mode="forward") == 0  # not used yet
+    metrics.connections_open.inc(3)
+    metrics.connections_open.dec()
+    assert sample_value(metrics.connections_open) == 2
+    assert sample_value(pipeline.windows_open) == 3  # set_function
+    for value in (0.05, 0.5, 3):
+        metrics.put_seconds.observe(value)
+    assert sample_value(metrics.put_seconds) == 3  # a histogram reads as its count
+    with pytest.raises(ValueError):
+        sample_value(metrics.records_received, other="x")  # no such label
+    with pytest.raises(ValueError):
+        sample_value(metrics.records_received)  # labels missing
+    with pytest.raises(ValueError):
+        metrics.acks_sent.inc(-1)  # counters only go up
 
 
 @contextlib.asynccontextmanager
@@ -127,7 +204,7 @@ async def http_get(
 async def test_metrics_endpoint_over_a_real_socket() -> None:
     metrics = Metrics()
     # The pipeline side registers its own metrics on the same registry.
-    depth = metrics.registry.gauge("logsieve_queue_depth", "Batches queued.", ["queue"])
+    depth = Gauge("logsieve_queue_depth", "Batches queued.", ["queue"], registry=metrics.registry)
     sink = QueueSink(8)
     depth.labels(queue="records").set_function(sink.qsize)
     server = ForwardServer(ServerConfig(host="127.0.0.1", port=0), sink, metrics)
@@ -176,7 +253,7 @@ async def test_metrics_endpoint_over_a_real_socket() -> None:
 
 @pytest.mark.asyncio
 async def test_bad_request_and_stop_with_a_hanging_scraper() -> None:
-    endpoint = MetricsServer(MetricsRegistry(), "127.0.0.1", 0)
+    endpoint = MetricsServer(CollectorRegistry(), "127.0.0.1", 0)
     await endpoint.start()
     reader, writer = await asyncio.open_connection("127.0.0.1", endpoint.port)
     hanging_r, hanging_w = await asyncio.open_connection("127.0.0.1", endpoint.port)

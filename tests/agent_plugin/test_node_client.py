@@ -31,6 +31,7 @@ import pytest
 
 from logsieve.agent_plugin.app import Service
 from logsieve.agent_plugin.forward import RecordBatch
+from logsieve.agent_plugin.metrics import sample_value
 from logsieve.agent_plugin.receiver import FlagReceiver
 from logsieve.bundle import Bundle
 from logsieve.engine import Engine
@@ -163,10 +164,10 @@ async def windowed_reaches(service: Service, n: int, timeout: float = 5.0) -> fl
     """The pipeline's windowed-record count once it reaches ``n`` (or at timeout)."""
     windowed = service.pipeline_metrics.records.labels(outcome="windowed")
     for _ in range(int(timeout / 0.01)):
-        if windowed.value >= n:
+        if sample_value(windowed) >= n:
             break
         await asyncio.sleep(0.01)
-    return float(windowed.value)
+    return sample_value(windowed)
 
 
 def assert_delivered(s: Served, events: list[Any], mode: str, ack: bool, time: str) -> None:
@@ -177,23 +178,23 @@ def assert_delivered(s: Served, events: list[Any], mode: str, ack: bool, time: s
     wire = WIRE_MODE[mode]
     assert s.seen.records() == expected_records(events, time)
     assert {b.mode for b in s.seen.batches} == {wire}
-    assert m.records_received.labels(mode=wire).value == n
-    frames = m.frames.labels(mode=wire).value
+    assert sample_value(m.records_received, mode=wire) == n
+    frames = sample_value(m.frames, mode=wire)
     assert frames == len(s.seen.batches) >= 1
     for other in ALL_WIRE_MODES:
         if other != wire:
-            assert m.frames.labels(mode=other).value == 0, other
+            assert sample_value(m.frames, mode=other) == 0, other
     if wire == "message":
         assert frames == n  # one request per event
     if ack:
         assert all(b.chunk is not None for b in s.seen.batches)
         assert len({b.chunk for b in s.seen.batches}) == frames  # a fresh chunk id each
-        assert m.acks_sent.value == frames
+        assert sample_value(m.acks_sent) == frames
     else:
         assert all(b.chunk is None for b in s.seen.batches)
-        assert m.acks_sent.value == 0
-    assert m.handshake_failures.value == 0
-    assert m.connections_closed.labels(reason="protocol").value == 0  # no malformed frame
+        assert sample_value(m.acks_sent) == 0
+    assert sample_value(m.handshake_failures) == 0
+    assert sample_value(m.connections_closed, reason="protocol") == 0  # no malformed frame
 
 
 CASES = [
@@ -227,7 +228,7 @@ async def test_node_client_event_modes_reach_the_pipeline(
                           "socketErrors": []}  # fmt: skip
         windowed = s.service.pipeline_metrics.records.labels(outcome="windowed")
         if ack:  # every emit was acked: the records are already in the pipeline
-            assert windowed.value == len(events)
+            assert sample_value(windowed) == len(events)
         assert await windowed_reaches(s.service, len(events)) == len(events)
         assert_delivered(s, events, mode, ack, time)
     # The windows, flushed at stop, were scored and their verdicts went upstream.
@@ -252,7 +253,7 @@ async def test_node_client_shared_key_right_key_delivers(
         assert report == {"resolved": len(events), "rejected": 0, "rejections": [],
                           "socketErrors": []}  # fmt: skip
         assert_delivered(s, events, mode, True, "eventtime")
-        assert s.service.metrics.connections_closed.labels(reason="handshake").value == 0
+        assert sample_value(s.service.metrics.connections_closed, reason="handshake") == 0
     assert {f["key"] for f in s.rx.flags()} == blocks
 
 
@@ -293,20 +294,22 @@ async def handshake_failed(s: Served) -> None:
     """One failed handshake, counted and closed (the server logs it on close)."""
     m = s.service.metrics
     for _ in range(200):
-        if m.handshake_failures.value and m.connections_closed.labels(reason="handshake").value:
+        if sample_value(m.handshake_failures) and sample_value(
+            m.connections_closed, reason="handshake"
+        ):
             break
         await asyncio.sleep(0.01)
-    assert m.handshake_failures.value == 1
-    assert m.connections_closed.labels(reason="handshake").value == 1
+    assert sample_value(m.handshake_failures) == 1
+    assert sample_value(m.connections_closed, reason="handshake") == 1
 
 
 def assert_nothing_delivered(s: Served) -> None:
     m = s.service.metrics
     assert s.seen.batches == []
-    assert m.acks_sent.value == 0
-    assert sum(m.frames.labels(mode=w).value for w in ALL_WIRE_MODES) == 0
-    assert sum(m.records_received.labels(mode=w).value for w in ALL_WIRE_MODES) == 0
-    assert s.service.pipeline_metrics.records.labels(outcome="windowed").value == 0
+    assert sample_value(m.acks_sent) == 0
+    assert sum(sample_value(m.frames, mode=w) for w in ALL_WIRE_MODES) == 0
+    assert sum(sample_value(m.records_received, mode=w) for w in ALL_WIRE_MODES) == 0
+    assert sample_value(s.service.pipeline_metrics.records, outcome="windowed") == 0
 
 
 @pytest.mark.asyncio

@@ -19,6 +19,7 @@ import pytest
 
 from logsieve.agent_plugin.app import Service
 from logsieve.agent_plugin.forward import LogRecord, RecordBatch
+from logsieve.agent_plugin.metrics import sample_value
 from logsieve.agent_plugin.pipeline import PipelineClosedError, StreamingPipeline
 from logsieve.agent_plugin.pipeline_config import PipelineConfig
 from logsieve.agent_plugin.receiver import FlagReceiver
@@ -62,7 +63,7 @@ async def received(svc: Service, n: int, timeout: float = 10.0) -> bool:
     counter = svc.metrics.records_received.labels(mode="message")
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
-    while counter.value < n:
+    while sample_value(counter) < n:
         if loop.time() > deadline:
             return False
         await asyncio.sleep(0.01)
@@ -191,8 +192,8 @@ async def test_upstream_down_then_up_delivers_every_flag_once(
         await asyncio.to_thread(replay, svc.port, hdfs_events(log.lines))
         assert await received(svc, len(log.lines))
         clock.now += DAY + 1
-        while svc.pipeline_metrics.verdicts.labels(verdict="normal").value + (
-            svc.pipeline_metrics.verdicts.labels(verdict="anomaly").value
+        while sample_value(svc.pipeline_metrics.verdicts, verdict="normal") + (
+            sample_value(svc.pipeline_metrics.verdicts, verdict="anomaly")
         ) < len(log.labels):
             await asyncio.sleep(0.05)
         await asyncio.sleep(0.3)  # the client is failing to connect and backing off
@@ -275,7 +276,7 @@ async def test_put_waits_when_the_inference_queue_is_full_and_nothing_is_dropped
     await asyncio.wait_for(closer, 10.0)
     await pipe.close()
     scored = pipe.metrics.verdicts
-    total = scored.labels(verdict="anomaly").value + scored.labels(verdict="normal").value
+    total = sample_value(scored, verdict="anomaly") + sample_value(scored, verdict="normal")
     assert total == 6  # five closed by the late record, blk_99 flushed at close
     with pytest.raises(PipelineClosedError):
         await pipe.put(batch([(t0, "x blk_1")]))

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from logsieve.agent_plugin.app import Service
+from logsieve.agent_plugin.metrics import sample_value
 from logsieve.agent_plugin.receiver import FlagReceiver
 from logsieve.bundle import Bundle
 from logsieve.engine import load_engine
@@ -102,9 +103,9 @@ async def test_real_hdfs_lines_flag_a_known_anomalous_block_upstream(
             counter = service.metrics.records_received.labels(mode="message")
             loop = asyncio.get_running_loop()
             deadline = loop.time() + 30.0
-            while counter.value < len(events) and loop.time() < deadline:
+            while sample_value(counter) < len(events) and loop.time() < deadline:
                 await asyncio.sleep(0.02)
-            assert counter.value == len(events)
+            assert sample_value(counter) == len(events)
         finally:
             # Blocks idle out after a day of event time: stop() flushes every window
             # through the engine and waits for the upstream acks.

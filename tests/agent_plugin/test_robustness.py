@@ -27,7 +27,7 @@ import pytest
 
 from logsieve.agent_plugin.app import Service, run_service
 from logsieve.agent_plugin.forward import ForwardLimits, RecordBatch, encode_ack
-from logsieve.agent_plugin.metrics import Metrics
+from logsieve.agent_plugin.metrics import Metrics, sample_value
 from logsieve.agent_plugin.receiver import FlagReceiver
 from logsieve.agent_plugin.server import ForwardServer
 from logsieve.agent_plugin.server_config import ServerConfig
@@ -81,7 +81,7 @@ def loop_errors() -> Any:
 
 
 def malformed(server: ForwardServer) -> dict[str, float]:
-    return {r: server.metrics.malformed_frames.labels(reason=r).value for r in REASONS}
+    return {r: sample_value(server.metrics.malformed_frames, reason=r) for r in REASONS}
 
 
 async def wait_until(predicate: Callable[[], bool], timeout: float = T) -> bool:
@@ -273,7 +273,7 @@ async def test_10000_fuzzed_frames_no_crash_no_leak_counted_and_bounded(
             await asyncio.gather(*(worker(w) for w in range(32)))
             elapsed = time.monotonic() - started
             # No leaked connection: every socket closed and left the registry.
-            assert await wait_until(lambda: server.metrics.connections_open.value == 0), (
+            assert await wait_until(lambda: sample_value(server.metrics.connections_open) == 0), (
                 server.connections
             )
             assert not server.connections
@@ -288,11 +288,11 @@ async def test_10000_fuzzed_frames_no_crash_no_leak_counted_and_bounded(
                 await close_writer(writer)
         assert errors == []
     assert elapsed < 30.0, f"storm took {elapsed:.1f} s"
-    assert server.metrics.connections_total.value == len(groups) + 1
+    assert sample_value(server.metrics.connections_total) == len(groups) + 1
     assert sent > 1000 and acked == sent  # a bad frame never costs the good ones before it
     assert all(counts[r] > 0 for r in REASONS), counts
     # Every protocol close is counted once, under one reason class.
-    closed = server.metrics.connections_closed.labels(reason="protocol").value
+    closed = sample_value(server.metrics.connections_closed, reason="protocol")
     assert closed == sum(counts.values()) > 3000, counts
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
     assert sink.records["after.storm"] == 1
@@ -351,8 +351,8 @@ async def test_oversize_frame_closes_only_its_connection_while_another_is_acked(
         assert not good.done()  # still streaming, never interrupted
         stop.set()
         await asyncio.wait_for(good, T)
-        assert server.metrics.malformed_frames.labels(reason="limit").value == 1
-        assert server.metrics.connections_closed.labels(reason="protocol").value == 1
+        assert sample_value(server.metrics.malformed_frames, reason="limit") == 1
+        assert sample_value(server.metrics.connections_closed, reason="protocol") == 1
     assert "bad" not in sink.records and sink.records["good"] == len(acks)
 
 
@@ -390,7 +390,7 @@ async def test_gzip_bomb_is_bounded_over_a_socket(shape: str) -> None:
         assert await wait_until(lambda: len(acks) >= n + 5)
         stop.set()
         await asyncio.wait_for(good, T)
-        assert server.metrics.malformed_frames.labels(reason="limit").value == 1
+        assert sample_value(server.metrics.malformed_frames, reason="limit") == 1
     # Inflating stops one byte past the limit: the peak is a few copies of 1 MiB plus
     # the frame itself, nowhere near the 64-100 MiB the bomb expands to.
     assert peak < 8 * limit, f"peak {peak / 2**20:.1f} MiB"

@@ -29,7 +29,7 @@ from logsieve.agent_plugin.forward import (
     RecordBatch,
     encode_ack,
 )
-from logsieve.agent_plugin.metrics import Metrics
+from logsieve.agent_plugin.metrics import Metrics, sample_value
 from logsieve.agent_plugin.server import ForwardServer, build_ssl_context
 from logsieve.agent_plugin.server_config import ServerConfig
 from logsieve.agent_plugin.sink import QueueSink, RecordSink
@@ -175,7 +175,7 @@ async def test_fluent_logger_client_records_reach_the_sink() -> None:
     assert precise.time_ns == T_SEC * 10**9 + 500_000_000
     assert precise.record == {"msg": "precise"}
     assert by_tag["app.log"].mode == "message" and by_tag["app.log"].chunk is None
-    assert server.metrics.records_received.labels(mode="message").value == 2
+    assert sample_value(server.metrics.records_received, mode="message") == 2
 
 
 def _gzip_frame() -> bytes:
@@ -229,7 +229,7 @@ async def test_each_mode_is_acked_only_after_the_sink_accepted(mode: str) -> Non
             await writer.drain()
         await asyncio.wait_for(sink.entered.wait(), T)
         await assert_silent(reader)  # the put is pending: no ack yet
-        assert server.metrics.acks_sent.value == 0
+        assert sample_value(server.metrics.acks_sent) == 0
         sink.gate.set()
         ack = await asyncio.wait_for(reader.readexactly(len(encode_ack(chunk))), T)
         assert ack == encode_ack(chunk)
@@ -238,8 +238,8 @@ async def test_each_mode_is_acked_only_after_the_sink_accepted(mode: str) -> Non
         (batch,) = sink.batches
         assert batch.mode == mode
         assert [r.record["msg"] for r in batch.records] == messages
-        assert server.metrics.frames.labels(mode=mode).value == 1
-        assert server.metrics.acks_sent.value == 1
+        assert sample_value(server.metrics.frames, mode=mode) == 1
+        assert sample_value(server.metrics.acks_sent) == 1
 
 
 @pytest.mark.asyncio
@@ -261,9 +261,9 @@ async def test_many_frames_on_one_keepalive_connection_stay_in_order() -> None:
         writer.write(b"\xc0" + packb(["m", b"\x00", {"fluent_signal": 1, "chunk": "sig"}]))
         await read_ack(reader, b"sig")
     assert [b.records[0].record["i"] for b in sink.batches] == list(range(200))
-    assert server.metrics.heartbeats.labels(kind="nil").value == 1
-    assert server.metrics.non_log_signals.labels(signal="1").value == 1
-    assert server.metrics.connections_total.value == 1
+    assert sample_value(server.metrics.heartbeats, kind="nil") == 1
+    assert sample_value(server.metrics.non_log_signals, signal="1") == 1
+    assert sample_value(server.metrics.connections_total) == 1
 
 
 # -- bad peers -------------------------------------------------------------------------
@@ -297,8 +297,8 @@ async def test_malformed_frame_closes_only_that_connection(
         peer = "127.0.0.1:{}".format(bad_w.get_extra_info("sockname")[1])
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1 and peer in warnings[0].getMessage()
-    assert server.metrics.malformed_frames.labels(reason=reason).value == 1
-    assert server.metrics.connections_closed.labels(reason="protocol").value == 1
+    assert sample_value(server.metrics.malformed_frames, reason=reason) == 1
+    assert sample_value(server.metrics.connections_closed, reason="protocol") == 1
     assert len(sink.batches) == 1
 
 
@@ -316,8 +316,8 @@ async def test_sink_refusing_a_batch_closes_without_ack() -> None:
     async with serving(FailingSink()) as server, connect(server.port) as (reader, writer):
         writer.write(forward_frame(1, chunk="c1"))
         assert await read_eof(reader) == b""
-    assert server.metrics.acks_sent.value == 0
-    assert server.metrics.connections_closed.labels(reason="sink").value == 1
+    assert sample_value(server.metrics.acks_sent) == 0
+    assert sample_value(server.metrics.connections_closed, reason="sink") == 1
 
 
 # -- handshake, TLS, heartbeat --------------------------------------------------------
@@ -336,7 +336,7 @@ async def test_shared_key_handshake_then_data() -> None:
         writer.write(forward_frame(3, chunk="after-auth"))
         assert await read_obj(reader, decoder) == {b"ack": b"after-auth"}
     assert sink.batches[0].records[0].record["i"] == 3
-    assert server.metrics.handshake_failures.value == 0
+    assert sample_value(server.metrics.handshake_failures) == 0
 
 
 @pytest.mark.asyncio
@@ -355,7 +355,7 @@ async def test_failed_handshake_replies_pong_false_and_closes(
         pong = await read_obj(r, decoder)
         assert pong[:2] == [b"PONG", False]
         assert await read_eof(r) == b""
-    assert server.metrics.handshake_failures.value == 1
+    assert sample_value(server.metrics.handshake_failures) == 1
     assert sink.batches == []
     assert sum("handshake failed" in r.getMessage() for r in caplog.records) == 1
 
@@ -429,7 +429,7 @@ async def test_udp_heartbeat_is_answered_from_the_same_port() -> None:
         finally:
             transport.close()
     assert data == b"\x00" and addr[1] == server.port
-    assert server.metrics.heartbeats.labels(kind="udp").value == 1
+    assert sample_value(server.metrics.heartbeats, kind="udp") == 1
 
 
 # -- connection limits and timers ------------------------------------------------------
@@ -443,7 +443,7 @@ async def test_max_connections_refuses_extra_connections() -> None:
             await read_ack(r1, b"one")
             async with connect(server.port) as (r2, _):
                 assert await read_eof(r2) == b""
-            assert server.metrics.connections_refused.value == 1
+            assert sample_value(server.metrics.connections_refused) == 1
         # Once the first leaves, a new connection is served again.
         for _ in range(100):
             if not server.connections:
@@ -452,7 +452,7 @@ async def test_max_connections_refuses_extra_connections() -> None:
         async with connect(server.port) as (r3, w3):
             w3.write(forward_frame(3, chunk="tri"))
             await read_ack(r3, b"tri")
-    assert server.metrics.connections_total.value == 2
+    assert sample_value(server.metrics.connections_total) == 2
 
 
 @pytest.mark.asyncio
@@ -461,14 +461,14 @@ async def test_idle_connection_is_closed_but_not_while_waiting_on_the_sink() -> 
     async with serving(sink, idle_timeout=0.2) as server:
         async with connect(server.port) as (reader, _):
             assert await read_eof(reader) == b""
-        assert server.metrics.connections_closed.labels(reason="idle").value == 1
+        assert sample_value(server.metrics.connections_closed, reason="idle") == 1
         async with connect(server.port) as (reader, writer):
             writer.write(forward_frame(1, chunk="slow"))
             await asyncio.wait_for(sink.entered.wait(), T)
             await assert_silent(reader, 0.6)  # 3x the idle timeout, still open
             sink.gate.set()
             await read_ack(reader, b"slow")
-        assert server.metrics.connections_closed.labels(reason="idle").value == 1
+        assert sample_value(server.metrics.connections_closed, reason="idle") == 1
 
 
 @pytest.mark.asyncio
@@ -487,11 +487,11 @@ async def test_half_close_still_gets_the_pending_ack_and_empty_connections_are_q
         async with connect(server.port):
             pass  # Fluentd's transport heartbeat: connect, close
         for _ in range(100):
-            if server.metrics.heartbeats.labels(kind="connect").value:
+            if sample_value(server.metrics.heartbeats, kind="connect"):
                 break
             await asyncio.sleep(0.02)
-        assert server.metrics.heartbeats.labels(kind="connect").value == 1
-        assert server.metrics.connections_closed.labels(reason="peer").value == 2
+        assert sample_value(server.metrics.heartbeats, kind="connect") == 1
+        assert sample_value(server.metrics.connections_closed, reason="peer") == 2
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
 
 
@@ -512,10 +512,10 @@ async def test_full_sink_stops_reading_and_loses_nothing() -> None:
             await asyncio.sleep(0)
         assert writer.transport.get_write_buffer_size() >= 1 << 20, "client never blocked"
         await asyncio.sleep(0.2)
-        received = server.metrics.bytes_received.value
+        received = sample_value(server.metrics.bytes_received)
         await asyncio.sleep(0.3)
-        assert server.metrics.bytes_received.value == received  # the server stopped reading
-        assert server.metrics.buffered_bytes.value < 2 << 20  # bounded server-side
+        assert sample_value(server.metrics.bytes_received) == received  # the server stopped reading
+        assert sample_value(server.metrics.buffered_bytes) < 2 << 20  # bounded server-side
         assert sink.qsize() == 1
         # Drain: every frame arrives, in order, and every chunk is acked.
         got: list[int] = []
@@ -562,7 +562,7 @@ async def test_stop_gives_up_after_drain_timeout_without_ack() -> None:
         await asyncio.wait_for(server.stop(drain_timeout=0.2), T)
         assert await read_eof(reader) == b""
     assert sink.batches == [] and not server.connections
-    assert server.metrics.connections_open.value == 0
+    assert sample_value(server.metrics.connections_open) == 0
 
 
 @pytest.mark.asyncio
