@@ -36,6 +36,7 @@ import numpy.typing as npt
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from tqdm import tqdm
 
 from logsieve.errors import ConfigError, DataError
 from logsieve.export.fastlogad.model import (
@@ -226,19 +227,10 @@ def _batches(
         yield torch.from_numpy(ids).to(device), torch.from_numpy(lengths).to(device)
 
 
-class _Progress:
-    """One self-overwriting stderr line per epoch (no tqdm dependency)."""
-
-    def __init__(self, enabled: bool) -> None:
-        self.enabled = enabled
-        self.last = 0.0
-
-    def update(self, text: str, final: bool = False) -> None:
-        now = time.monotonic()
-        if self.enabled and (final or now - self.last > 0.5):
-            sys.stderr.write(f"\r{text:<78}" + ("\n" if final else ""))
-            sys.stderr.flush()
-            self.last = now
+def _bar(show: bool, phase: str, epochs: int, n_batches: int) -> Any:
+    """A stderr progress bar over one phase's steps, all its epochs (none if not ``show``)."""
+    return tqdm(total=epochs * n_batches, desc=phase, unit="step", file=sys.stderr,
+                disable=not show or epochs == 0, mininterval=0.5, dynamic_ncols=True)  # fmt: skip
 
 
 def _real_tokens(ids: Tensor, lengths: Tensor) -> Tensor:
@@ -349,7 +341,6 @@ def _train(
     history: dict[str, list[float]] = {
         k: [] for k in ("rtd_loss", "mlm_loss", "hst_loss", "val_norm")
     }
-    bar = _Progress(show)
     n_batches = -(-len(seqs) // cfg.batch_size)
 
     def step(opt: torch.optim.Optimizer, model: torch.nn.Module, loss: Tensor) -> None:
@@ -370,6 +361,7 @@ def _train(
         return corrupted, replaced, mlm
 
     t0 = time.perf_counter()
+    bar = _bar(show, "rtd", cfg.rtd_epochs, n_batches)
     for epoch in range(cfg.rtd_epochs):
         sums = [0.0, 0.0]
         for i, (ids, lengths) in enumerate(_batches(seqs, cfg.batch_size, rng, device), 1):
@@ -381,13 +373,13 @@ def _train(
             loss = rtd_loss(logits, replaced, _real_tokens(ids, lengths))
             step(opt_d, disc, loss)
             sums[0] += loss.item()
-            bar.update(f"rtd {epoch + 1}/{cfg.rtd_epochs} step {i}/{n_batches} "
-                       f"rtd {sums[0] / i:.4f} mlm {sums[1] / i:.4f}")  # fmt: skip
+            bar.set_postfix_str(f"epoch {epoch + 1}/{cfg.rtd_epochs} rtd {sums[0] / i:.4f} "
+                                f"mlm {sums[1] / i:.4f}", refresh=False)  # fmt: skip
+            bar.update()
         history["rtd_loss"].append(sums[0] / n_batches)
         if gen is not None:
             history["mlm_loss"].append(sums[1] / n_batches)
-        bar.update(f"rtd {epoch + 1}/{cfg.rtd_epochs} rtd {sums[0] / n_batches:.4f} "
-                   f"mlm {sums[1] / n_batches:.4f}", final=epoch + 1 == cfg.rtd_epochs)  # fmt: skip
+    bar.close()
     t_rtd = time.perf_counter() - t0
 
     if gen is not None:
@@ -396,6 +388,7 @@ def _train(
     best = (float("inf"), 0, copy.deepcopy(disc.state_dict()))
     bad_epochs = 0
     t1 = time.perf_counter()
+    bar = _bar(show, "hst", cfg.hst_epochs, n_batches)
     for epoch in range(cfg.hst_epochs):
         total = 0.0
         for i, (ids, lengths) in enumerate(_batches(seqs, cfg.batch_size, rng, device), 1):
@@ -408,21 +401,23 @@ def _train(
             loss = hst_loss(norms, y, cfg.lambda_, cfg.normal_scale)
             step(opt_d, disc, loss)
             total += loss.item()
-            bar.update(f"hst {epoch + 1}/{cfg.hst_epochs} step {i}/{n_batches} "
-                       f"loss {total / i:.4f}")  # fmt: skip
+            bar.set_postfix_str(f"epoch {epoch + 1}/{cfg.hst_epochs} loss {total / i:.4f}",
+                                refresh=False)  # fmt: skip
+            bar.update()
         history["hst_loss"].append(total / n_batches)
         val = _val_norm(disc, val_batches, len(val_seqs)) if val_seqs else float("nan")
         history["val_norm"].append(val)
-        bar.update(f"hst {epoch + 1}/{cfg.hst_epochs} loss {total / n_batches:.4f} "
-                   f"val_norm {val:.4f}", final=epoch + 1 == cfg.hst_epochs)  # fmt: skip
+        bar.set_postfix_str(f"epoch {epoch + 1}/{cfg.hst_epochs} loss {total / n_batches:.4f} "
+                            f"val_norm {val:.4f}")  # fmt: skip
         if not val_seqs or val < best[0]:
             best = (val, epoch + 1, copy.deepcopy(disc.state_dict()))
             bad_epochs = 0
         else:
             bad_epochs += 1
             if bad_epochs >= cfg.patience:
-                bar.update(f"hst early stop at epoch {epoch + 1}, best {best[1]}", final=True)
+                bar.set_postfix_str(f"early stop at epoch {epoch + 1}, best {best[1]}")
                 break
+    bar.close()
     t_hst = time.perf_counter() - t1
     if cfg.hst_epochs:
         disc.load_state_dict(best[2])
