@@ -150,6 +150,12 @@ class FrameDecoder:
                     raise StopIteration from None
                 continue
             except _UNPACK_ERRORS as exc:
+                # msgpack reports its max_*_len bounds as a ValueError naming the bound:
+                # that is a limit, not bad bytes (the one place its text is read).
+                if isinstance(exc, ValueError) and "exceeds max_" in str(exc):
+                    raise LimitExceeded(
+                        f"request at stream offset {self._frame_start}: {exc}"
+                    ) from exc
                 raise MalformedMsgpack(
                     f"malformed msgpack at stream offset {self._frame_start}: "
                     f"{type(exc).__name__}: {exc}"

@@ -26,6 +26,7 @@ from logsieve.agent_plugin.receiver import FlagReceiver
 from logsieve.agent_plugin.serve_config import ServeSettings
 from logsieve.bundle import Bundle
 from logsieve.engine import Engine
+from logsieve.engine.windows import LocalWindowEngine
 from logsieve.export.data.synth import generate_hdfs, write_synth
 from logsieve.export.fastlogad.scoring import score_file
 
@@ -262,7 +263,8 @@ async def test_put_waits_when_the_inference_queue_is_full_and_nothing_is_dropped
     engine = GatedEngine(tiny_engine)
     out = ListSender()
     cfg = PipelineConfig(batch_size=1, queue_size=1, max_wait_ms=0, advance_interval=0)
-    pipe = StreamingPipeline(cfg, tiny_bundle, engine, out)  # type: ignore[arg-type]
+    window_engine = LocalWindowEngine.for_bundle(engine, tiny_bundle)
+    pipe = StreamingPipeline(cfg, tiny_bundle, window_engine, out)  # type: ignore[arg-type]
     await pipe.start()
     t0 = 1_226_262_918.0
     blocks = [f"blk_{i}" for i in range(5)]

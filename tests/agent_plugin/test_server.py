@@ -33,7 +33,13 @@ from logsieve.agent_plugin.metrics import Metrics, sample_value
 from logsieve.agent_plugin.server import ForwardServer, build_ssl_context
 from logsieve.agent_plugin.server_config import ServerConfig
 from logsieve.agent_plugin.sink import QueueSink, RecordSink
-from logsieve.errors import ConfigError, ProtocolError
+from logsieve.errors import (
+    CompressionError,
+    ConfigError,
+    LimitExceeded,
+    MalformedMsgpack,
+    ProtocolError,
+)
 
 from .wire import (
     ACK_FLUENTD,
@@ -302,9 +308,14 @@ async def test_malformed_frame_closes_only_that_connection(
     assert len(sink.batches) == 1
 
 
-def test_protocol_errors_are_classified() -> None:
-    assert classify_protocol_error(ProtocolError("request exceeds max_frame_bytes")) == "limit"
-    assert classify_protocol_error(ProtocolError("option chunk must be a string")) == "invalid"
+def test_protocol_errors_are_classified_by_kind_not_by_message() -> None:
+    assert classify_protocol_error(LimitExceeded("x")) == "limit"
+    assert classify_protocol_error(MalformedMsgpack("x")) == "msgpack"
+    assert classify_protocol_error(CompressionError("x")) == "compression"
+    # The old text search filed anything naming a "limit" under limit.
+    assert classify_protocol_error(ProtocolError("nanoseconds out of range (limit 9)")) == (
+        "invalid"
+    )
 
 
 @pytest.mark.asyncio
