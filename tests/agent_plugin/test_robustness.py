@@ -33,6 +33,7 @@ from logsieve.agent_plugin.server import ForwardServer
 from logsieve.agent_plugin.server_config import ServerConfig
 from logsieve.bundle import Bundle
 from logsieve.engine import Engine
+from logsieve.engine.worker import EngineWorker
 from logsieve.export.data.synth import generate_hdfs
 
 from .served import hdfs_events, settings
@@ -496,9 +497,9 @@ async def test_sigterm_mid_stream_loses_nothing_acked(
         assert await wait_until(lambda: len(client.acked) >= 30)
         client.mark()
         os.kill(os.getpid(), signal.SIGTERM)
-        worker = service._worker
-        if engine_process:
-            assert worker is not None and worker._proc is not None
+        worker = service.engine if engine_process else None
+        if worker is not None:
+            assert isinstance(worker, EngineWorker) and worker._proc is not None
             assert worker._proc.pid is not None
             os.kill(worker._proc.pid, signal.SIGTERM)
         assert await asyncio.wait_for(task, 20.0) == 0
