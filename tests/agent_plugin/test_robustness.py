@@ -4,8 +4,9 @@
   over thousands of connections: no crash, no leaked connection, counted, bounded;
 * an oversize frame closes only its own connection while another keeps being acked;
 * a gzip bomb is bounded over a socket (peak memory measured with ``tracemalloc``);
-* SIGTERM in the middle of an acked stream: every record whose frame was acked comes
-  out of the pipeline (pass-through upstream) after the ordered shutdown.
+* SIGTERM in the middle of an acked stream (a frame held inside the server, the client's
+  window full): every record whose frame was acked comes out of the pipeline
+  (pass-through upstream) after the ordered shutdown.
 """
 
 from __future__ import annotations
@@ -405,20 +406,23 @@ class AckedClient:
     """Streams PackedForward frames of numbered records with ``chunk`` acks, keeping up
     to ``window`` frames in flight, until the server closes the connection."""
 
-    def __init__(self, port: int, lines: list[tuple[float, str]], per_frame: int = 20) -> None:
-        self.port, self.lines, self.per_frame = port, lines, per_frame
+    def __init__(
+        self, port: int, lines: list[tuple[float, str]], per_frame: int = 20, window: int = 4
+    ) -> None:
+        self.port, self.lines, self.per_frame, self.window = port, lines, per_frame, window
         self.frames: dict[bytes, list[int]] = {}  # chunk -> record seqs
+        self.written = 0  # frames written whole
         self.acked: list[bytes] = []
-        self.sent_after: int | None = None  # frames written after ``mark()``
-        self.changed = asyncio.Event()
 
-    def mark(self) -> None:
-        self.sent_after = 0
+    @property
+    def in_flight(self) -> int:
+        """Frames written and not acked yet."""
+        return self.written - len(self.acked)
 
-    async def run(self, window: int = 4) -> None:
+    async def run(self) -> None:
         reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
         unpacker = msgpack.Unpacker(raw=True)
-        in_flight = asyncio.Semaphore(window)
+        slots = asyncio.Semaphore(self.window)
         closed = asyncio.Event()
 
         async def read_acks() -> None:
@@ -427,17 +431,16 @@ class AckedClient:
                     unpacker.feed(data)
                     for obj in unpacker:
                         self.acked.append(obj[b"ack"])
-                        in_flight.release()
-                        self.changed.set()
+                        slots.release()
             closed.set()
-            for _ in range(window):  # wake the writer
-                in_flight.release()
+            for _ in range(self.window):  # wake the writer
+                slots.release()
 
         acks = asyncio.create_task(read_acks())
         seq = 0
         try:
             while not closed.is_set():
-                await in_flight.acquire()
+                await slots.acquire()
                 if closed.is_set():
                     break
                 seqs = list(range(seq, seq + self.per_frame))
@@ -454,23 +457,53 @@ class AckedClient:
                     await writer.drain()
                 except ConnectionError:
                     break
-                if self.sent_after is not None:
-                    self.sent_after += 1
+                self.written += 1
                 await asyncio.sleep(0.001)
         finally:
             await asyncio.wait_for(acks, T)
             await close_writer(writer)
 
 
+class Gate:
+    """Wraps a sink's ``put``: while closed, a put waits at the gate (as behind a full
+    inference queue), which keeps its frame unacked and the connection's reading paused."""
+
+    def __init__(self, put: Callable[[RecordBatch], Any]) -> None:
+        self._put = put
+        self._open = asyncio.Event()
+        self._open.set()
+        self.held = 0  # puts waiting at the gate now
+
+    def close(self) -> None:
+        self._open.clear()
+
+    def open(self) -> None:
+        self._open.set()
+
+    async def put(self, batch: RecordBatch) -> None:
+        if not self._open.is_set():
+            self.held += 1
+            try:
+                await self._open.wait()
+            finally:
+                self.held -= 1
+        await self._put(batch)
+
+
 @pytest.mark.parametrize("engine_process", [False, True], ids=["engine-thread", "engine-process"])
 async def test_sigterm_mid_stream_loses_nothing_acked(
-    tiny_bundle: Bundle, tiny_engine: Engine, engine_process: bool
+    tiny_bundle: Bundle, tiny_engine: Engine, engine_process: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Flush-at-shutdown is what is under test: HDFS block windows idle out after a day
     of event time, so every record is still in an open window when SIGTERM arrives, and
     only the ordered shutdown (drain the connections, flush the windows through the
     engine, deliver upstream) gets it out. With ``pass_through`` every record comes out
     upstream, so "acked" can be compared with "delivered" record by record.
+
+    Mid-stream is made certain rather than left to timing: the pipeline's ``put`` is
+    held at a gate, so when SIGTERM arrives one frame is inside the server unacked and
+    the client has its whole window of frames in flight. The gate opens only once the
+    shutdown has begun; that frame must then be acked and come out like the others.
 
     With the engine in a child process (the serving default) the SIGTERM also goes to
     the child, as a process-group signal (Ctrl-C, systemd's control-group kill) would:
@@ -492,16 +525,28 @@ async def test_sigterm_mid_stream_loses_nothing_acked(
     )
     try:
         service = await asyncio.wait_for(started, T)
+        gate = Gate(service.pipeline.put)
+        monkeypatch.setattr(service.pipeline, "put", gate.put)  # the server's sink
         client = AckedClient(service.port, lines)
         streaming = asyncio.create_task(client.run())
         assert await wait_until(lambda: len(client.acked) >= 30)
-        client.mark()
+        gate.close()
+        # Mid-stream: a put waits inside the server, and the client's window is full.
+        assert await wait_until(lambda: gate.held == 1 and client.in_flight == client.window), (
+            gate.held,
+            client.in_flight,
+        )
+        acked_at_signal = len(client.acked)
         os.kill(os.getpid(), signal.SIGTERM)
         worker = service.engine if engine_process else None
         if worker is not None:
             assert isinstance(worker, EngineWorker) and worker._proc is not None
             assert worker._proc.pid is not None
             os.kill(worker._proc.pid, signal.SIGTERM)
+        # The shutdown has begun (the listener is closed) while the put still waits.
+        assert await wait_until(lambda: not service.server.is_serving)
+        assert gate.held == 1 and len(client.acked) == acked_at_signal
+        gate.open()
         assert await asyncio.wait_for(task, 20.0) == 0
         if worker is not None:
             assert worker.restarts == 0  # the child lived through the signal
@@ -510,7 +555,8 @@ async def test_sigterm_mid_stream_loses_nothing_acked(
         if not task.done():
             task.cancel()
         await rx.stop()
-    assert client.sent_after is not None and client.sent_after > 0  # really mid-stream
+    # The frame that was inside the server at SIGTERM was acked during the shutdown.
+    assert len(client.acked) > acked_at_signal
     acked = {s for chunk in client.acked for s in client.frames[chunk]}
     delivered = [r["seq"] for r in rx.records("logsieve.record")]
     assert len(acked) >= 30 * client.per_frame
