@@ -1,5 +1,8 @@
 """Reliable asyncio Forward client that sends flag records upstream (FORWARD.md §6.2).
 
+Hand-written on purpose: ``fluent-logger`` (the Python client) has no acks, no shared-key
+handshake, no TLS and no asyncio; an at-least-once flag writer needs all four.
+
 Usage::
 
     client = UpstreamClient(UpstreamConfig(host="fluentd", spool_dir=Path("/var/lib/ls")))

@@ -11,6 +11,10 @@ masking rules, the tokenizer, the final templates and the few training lines who
 the matching rule would not reproduce ("pinned"), so that :class:`TemplateMatcher`
 gives every training line its training id (train/serve parity) without drain3.
 
+Why matching is ours and not drain3's ``match``: serving must not need drain3's
+jsonpickle state, and on the hot path ours is 4-41x drain3 in the same run
+(``bench/test_logs_bench.py``, figures in bench/RESULTS.md).
+
 Matching rule: the masked line is split into tokens as drain3 does; it matches a
 template with as many tokens whose every literal token is equal (``<*>`` stands for
 exactly one token). The most specific match wins (most literal tokens), then the
