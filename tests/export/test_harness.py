@@ -185,8 +185,19 @@ def test_hdfs_sessions_smallest(shared_data: Path) -> None:
     rows = run_eval("iforest", "hdfs-sessions", path, 1, opt, data=data)
     default = next(r for r in rows if r["default"])
     assert default["n_test"] == len(data.test) and default["n_test_anomalous"] > 0
-    assert 0.0 <= default["projected_f1"] <= 1.0
-    assert default["roc_auc"] > 0.5  # count vectors separate HDFS anomalies somewhat
+    # Projected to HDFS's real class ratio as the data README says: FP = FPR x 553,366
+    # normal sessions, TP = recall x 16,838 anomalous ones.
+    recall = default["recall"]
+    tp, fp = 16_838 * recall, 553_366 * default["fpr"]
+    precision = tp / (tp + fp) if tp + fp else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    assert default["projected_precision"] == pytest.approx(precision)
+    assert default["projected_f1"] == pytest.approx(f1)
+    # The label-free threshold (99% quantile of normal validation scores) keeps its
+    # promise on the held-out normal sessions: FPR measured 0.1-0.8% over seeds 0-2.
+    assert default["fpr"] <= 0.02
+    # Count vectors separate HDFS anomalies somewhat: ROC-AUC 0.630-0.677 over seeds 0-2.
+    assert default["roc_auc"] > 0.58
 
 
 def test_epochs_option_caps_and_never_raises_a_methods_epochs() -> None:
