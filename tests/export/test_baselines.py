@@ -132,8 +132,18 @@ def test_sequence_models_pass_normal_and_flag_anomalies(
     short_normal = [window([27, 28, 29]), window([27, 28, 28, 28, 29])]
     assert not b.predict(short_normal).any()
     assert b.predict([window([27, 41, 29])]).all()
-    # Continuous scores: every anomaly scores above every held-out normal window.
-    assert b.score(sequence_anomalies()).min() > b.score(TEST).max() or name == "logbert"
+    # Continuous scores: every anomaly it can see scores above every held-out normal window.
+    # DeepLog sees every key. LogBERT judges only the keys it masks (a fixed ~65% of the
+    # positions of a window of that length): a never-seen key left unmasked, or a reversed
+    # pattern whose masked keys all stay in the top g, scores 0 like every normal window
+    # (with seed 0: the reversed [29, 28, 28, 27]). A never-seen key at a masked position
+    # cannot be among the top g, so those windows must rank above every normal one
+    # (2-4 of the 4 over seeds 0-2; all 4 with seed 0).
+    visible = sequence_anomalies()
+    if isinstance(b, LogBERT):
+        visible = [w for w in visible if (w >= 40)[b.masked_positions(len(w))].any()]
+        assert len(visible) >= 2
+    assert b.score(visible).min() > b.score(TEST).max()
     m = metrics(
         np.r_[b.score(TEST), b.score(sequence_anomalies())],
         np.r_[np.zeros(len(TEST)), np.ones(len(sequence_anomalies()))],
