@@ -1,7 +1,8 @@
 """The Node client ``@fluent-org/logger`` (npm) against the real service.
 
 Installed with ``npm ci`` from the committed ``tests/node/package-lock.json`` on first
-use; skipped with the reason when ``node``/``npm`` are missing or the install fails.
+use; skipped with the reason when ``node``/``npm`` are missing or the install fails,
+except in CI (``CI`` set, as ``.ci/run``'s runner does), where that fails the tests.
 ``tests/node/send.js`` emits generated HDFS records with the client in each of its
 event modes (Message, Forward, PackedForward, CompressedPackedForward, and the default,
 which is PackedForward), with and without acks (``ack`` option: each ``emit`` resolves
@@ -19,13 +20,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import shutil
 import subprocess
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import pytest
 
@@ -53,12 +55,19 @@ WIRE_MODE = {
 ALL_WIRE_MODES = sorted(set(WIRE_MODE.values()))
 
 
+def unavailable(reason: str) -> NoReturn:
+    """Skip, but fail in CI: there a missing Node client is a broken setup, not an option."""
+    if os.environ.get("CI", "").lower() not in ("", "0", "false"):
+        pytest.fail(f"CI={os.environ['CI']}: {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
 @pytest.fixture(scope="module")
 def node_client() -> Path:
     """``tests/node/send.js`` with its dependency installed."""
     node, npm = shutil.which("node"), shutil.which("npm")
     if node is None or npm is None:
-        pytest.skip("node/npm not installed: the @fluent-org/logger test needs Node.js")
+        unavailable("node/npm not installed: the @fluent-org/logger test needs Node.js")
     if not (NODE_DIR / "node_modules" / "@fluent-org" / "logger").is_dir():
         try:
             subprocess.run(
@@ -67,7 +76,7 @@ def node_client() -> Path:
             )  # fmt: skip
         except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
             out = getattr(exc, "stderr", b"") or b""
-            pytest.skip(f"npm ci of @fluent-org/logger failed (offline?): {out[-300:]!r}")
+            unavailable(f"npm ci of @fluent-org/logger failed (offline?): {out[-300:]!r}")
     return NODE_DIR / "send.js"
 
 
