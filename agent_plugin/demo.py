@@ -77,10 +77,15 @@ def run_demo(
             return
         kind = kinds.get(flag["key"], "normal")
         flagged[kind] += 1
+        score, threshold = flag["score"], flag["threshold"]
+        why = (
+            f"score {score:.3f} > {threshold:.3f}"
+            if score is not None
+            else f"score null: {flag['score_reason']}"
+        )
         echo(
             f"\nFLAG {flag['key']}  {_ts(flag['window_start'])}-{_ts(flag['window_end'])}  "
-            f"{flag['lines']} lines  score {flag['score']:.3f} > {flag['threshold']:.3f}  "
-            f"(injected: {kind})"
+            f"{flag['lines']} lines  {why}  (injected: {kind})"
         )
         for e in flag["evidence"]:
             template = "" if e["template"] == "[UNK]" else f"  [{e['template']}]"

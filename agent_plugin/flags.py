@@ -14,6 +14,11 @@ seconds), ``lines`` (count), ``score``, ``threshold``, ``model_id``,
 top-k lines by per-token anomaly probability, highest first, each
 ``{"line", "template", "template_id", "prob"}``.
 
+Every record is valid JSON once decoded: a score that is not a finite number (a window
+holding a template training never saw scores +inf) is sent as ``score: null`` with
+``score_reason`` saying why (``unseen_template``, else ``not_finite``); a non-finite
+probability is sent as null.
+
 ``flag_id`` is a hash of (model id, key, window start, window end), so a resend
 of the same window, even from a restarted process, carries the same id and a
 receiver can drop the repeat (the upstream client is at-least-once). The verdict,
@@ -23,6 +28,7 @@ scoring uses too.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -46,23 +52,33 @@ def build_flag(
             "line": window.lines[i],
             "template": window.templates[i],
             "template_id": int(window.template_ids[i]),
-            "prob": float(window.token_probs[i]),
+            "prob": _finite(window.token_probs[i]),
         }
         for i in top
     ]
-    return {
+    record: dict[str, Any] = {
         "flag_id": verdict.flag_id,
         "key": window.key,
         "window_start": float(window.start),
         "window_end": float(window.end),
         "lines": len(window.lines),
-        "score": float(window.score),
+        "score": _finite(window.score),
         "threshold": float(window.threshold),
         "model_id": model_id,
         "detector": detector,
         "verdict": verdict.label,
         "evidence": evidence,
     }
+    if record["score"] is None:
+        unseen = window.unknown_lines and window.score == math.inf
+        record["score_reason"] = "unseen_template" if unseen else "not_finite"
+    return record
+
+
+def _finite(value: float) -> float | None:
+    """``value`` as a float, or None where JSON has no number for it (inf, NaN)."""
+    x = float(value)
+    return x if math.isfinite(x) else None
 
 
 @dataclass(frozen=True)
@@ -96,6 +112,6 @@ def enrich(record: Mapping[Any, Any], verdict: Verdict) -> dict[Any, Any]:
     ``logsieve_flag_id`` added (pass-through mode); ``record`` is not modified."""
     out = dict(record)
     out["logsieve_verdict"] = verdict.label
-    out["logsieve_score"] = verdict.score
+    out["logsieve_score"] = _finite(verdict.score)
     out["logsieve_flag_id"] = verdict.flag_id
     return out

@@ -129,9 +129,7 @@ class Verdict:
     flag_id: str
 
 
-def evidence_order(
-    template_ids: Sequence[int], probs: Sequence[float], top_k: int
-) -> list[int]:
+def evidence_order(template_ids: Sequence[int], probs: Sequence[float], top_k: int) -> list[int]:
     """The ``top_k`` line indices that explain a window, most telling first.
 
     Unknown-template lines first, then by descending probability, ties in window order.

@@ -261,7 +261,12 @@ def _adalog(data: Prepared, path: Path, seed: int, opt: EvalOptions) -> Fitted:
     with tempfile.TemporaryDirectory(prefix="adalog-") as tmp:
         t0 = time.perf_counter()
         bundle = train_adalog_split(
-            data, path, Path(tmp) / "b", cfg, text_cfg, labels_path=opt.labels_path,
+            data,
+            path,
+            Path(tmp) / "b",
+            cfg,
+            text_cfg,
+            labels_path=opt.labels_path,
             pattern=opt.pattern,
         )
         t1 = time.perf_counter()

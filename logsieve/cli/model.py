@@ -35,9 +35,7 @@ _SPLIT_HELP = (
 def _data_options(func: Any) -> Any:
     for option in reversed(
         [
-            click.option(
-                "--dataset", type=click.Choice(DATASETS), required=True, help=_SPLIT_HELP
-            ),
+            click.option("--dataset", type=click.Choice(DATASETS), required=True, help=_SPLIT_HELP),
             click.option(
                 "--data", "data_path", type=click.Path(exists=True, path_type=Path), required=True
             ),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 from typing import Any
 
 import msgpack
@@ -134,3 +135,17 @@ def test_unseen_lines_lead_the_evidence() -> None:
     w = window(template_ids=[3, -1, 42, 9], token_probs=[0.10, 0.20, 0.95, 0.40])
     rec = build_flag(w, model_id="m", detector="fastlogad", top_k=2)
     assert [e["template_id"] for e in rec["evidence"]] == [-1, 42]
+
+
+def test_records_are_valid_json_when_the_score_is_not_finite() -> None:
+    unseen = window(score=float("inf"), template_ids=[3, -1, 42, 9])
+    record = build_flag(unseen, model_id="m", detector="fastlogad")
+    assert record["score"] is None and record["score_reason"] == "unseen_template"
+    assert record["verdict"] == "anomaly"
+    json.dumps(record, allow_nan=False)
+    nan = build_flag(window(score=float("nan"), token_probs=[0.1, float("nan"), 0.2, 0.3]),
+                     model_id="m", detector="fastlogad")  # fmt: skip
+    assert nan["score"] is None and nan["score_reason"] == "not_finite"
+    assert nan["verdict"] == "normal"  # NaN is never above a threshold
+    json.dumps(nan, allow_nan=False)
+    assert enrich({"log": "x"}, verdict_of(unseen, "m"))["logsieve_score"] is None

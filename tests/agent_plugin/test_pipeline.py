@@ -8,6 +8,8 @@ generated HDFS-like logs, and a :class:`FlagReceiver` as the upstream ``in_forwa
 from __future__ import annotations
 
 import asyncio
+import json
+import math
 import socket
 import threading
 from collections.abc import AsyncIterator
@@ -106,7 +108,9 @@ async def test_flags_arrive_upstream_with_evidence_when_windows_flush_at_shutdow
     for key, flag in flags.items():
         assert flag["model_id"] == tiny_bundle.model_id
         assert flag["threshold"] == pytest.approx(tiny_bundle.threshold)
-        assert flag["verdict"] == "anomaly" and flag["score"] > flag["threshold"]
+        assert flag["verdict"] == "anomaly"
+        assert flag["score"] is None or flag["score"] > flag["threshold"]
+        json.dumps(flag, allow_nan=False)  # valid JSON: no inf/NaN reaches upstream
         assert flag["lines"] == sum(1 for _, r in events if key in r["log"])
         assert flag["window_start"] <= flag["window_end"] and len(flag["flag_id"]) == 32
         assert 1 <= len(flag["evidence"]) <= 5
@@ -116,7 +120,7 @@ async def test_flags_arrive_upstream_with_evidence_when_windows_flush_at_shutdow
         order = [(e["template_id"] >= 0, -e["prob"]) for e in flag["evidence"]]
         assert order == sorted(order)
         if any(e["template_id"] < 0 for e in flag["evidence"]):
-            assert flag["score"] == float("inf")
+            assert flag["score"] is None and flag["score_reason"] == "unseen_template"
 
 
 async def test_idle_windows_close_on_the_clock_and_metrics_show_it(
@@ -155,9 +159,7 @@ async def test_train_serve_parity_offline_score_file_and_server_agree(
     log = generate_hdfs(60, anomaly_rate=0.2, seed=8)
     path = tmp_path / "test.log"
     write_synth(log, path)
-    offline = {
-        sw.key: sw for sw in score_file(tiny_bundle, path, "hdfs", backend="onnxruntime")
-    }
+    offline = {sw.key: sw for sw in score_file(tiny_bundle, path, "hdfs", backend="onnxruntime")}
     rx = FlagReceiver()
     await rx.start()
     try:
@@ -173,12 +175,15 @@ async def test_train_serve_parity_offline_score_file_and_server_agree(
     top_k = PipelineConfig().top_k
     for key, sw in offline.items():
         flag = served[key]
-        assert flag["score"] == pytest.approx(sw.score, rel=1e-4, abs=1e-5), key
+        if math.isfinite(sw.score):
+            assert flag["score"] == pytest.approx(sw.score, rel=1e-4, abs=1e-5), key
+        else:  # JSON has no inf: sent as null with the reason
+            assert flag["score"] is None and flag["score_reason"] == "unseen_template", key
         assert flag["verdict"] == ("anomaly" if sw.anomaly else "normal"), key
         # The same evidence, in the same order (logsieve.verdict.evidence_order).
-        assert [e["line"] for e in flag["evidence"]] == [
-            sw.lines[i] for i in sw.evidence(top_k)
-        ], key
+        assert [e["line"] for e in flag["evidence"]] == [sw.lines[i] for i in sw.evidence(top_k)], (
+            key
+        )
 
 
 async def test_upstream_down_then_up_delivers_every_flag_once(
