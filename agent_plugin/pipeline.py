@@ -286,6 +286,9 @@ class StreamingPipeline:
         t0 = time.perf_counter()
         try:
             scores = await self.engine.score_ids_async(template_ids(windows))
+            # Inside the try, as before: a reply that does not fit its windows (a broken
+            # engine) is counted as failed, not allowed to kill the batcher.
+            scored = scored_windows(windows, scores, self.vocab, self.threshold)
         except Exception:
             # A failing engine must not take the server down; the windows are counted.
             m.windows_failed.inc(len(windows))
@@ -294,7 +297,6 @@ class StreamingPipeline:
         m.engine_seconds.observe(time.perf_counter() - t0)
         m.batch_windows.observe(len(windows))
         anomalies = 0
-        scored = scored_windows(windows, scores, self.vocab, self.threshold)
         for window, sw in zip(windows, scored, strict=True):
             anomaly = sw.anomaly
             anomalies += anomaly

@@ -10,7 +10,7 @@ left ``None`` takes the config's own default. Nothing here imports evaluation co
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -67,12 +67,18 @@ class TrainRequest:
 
     def given(self, *names: str) -> dict[str, Any]:
         """The named fields that were set, as config overrides."""
-        known = {f.name for f in fields(self)}
-        return {n: getattr(self, n) for n in names if n in known and getattr(self, n) is not None}
+        return {n: getattr(self, n) for n in names if getattr(self, n) is not None}
 
 
-def train_detector(req: TrainRequest, echo: Callable[[str], object] = print) -> Bundle:
-    """Prepare the split, train, calibrate, write (and export) the bundle; returns it."""
+Echo = Callable[[str], object]
+
+
+def train_detector(req: TrainRequest, progress: Echo = print, report: Echo = print) -> Bundle:
+    """Prepare the split, train, calibrate, write (and export) the bundle; returns it.
+
+    ``progress`` gets the steps as they happen, ``report`` the one-line result (the CLI
+    sends the first to stderr, the second to stdout).
+    """
     from logsieve.export.data.prepare import prepare
 
     if req.threads:
@@ -89,11 +95,11 @@ def train_detector(req: TrainRequest, echo: Callable[[str], object] = print) -> 
         pattern=req.pattern,
     )
     if req.detector == "adalog":
-        return _adalog(req, data, echo)
-    return _fastlogad(req, data, echo)
+        return _adalog(req, data, progress, report)
+    return _fastlogad(req, data, progress, report)
 
 
-def _fastlogad(req: TrainRequest, data: Any, echo: Callable[[str], object]) -> Bundle:
+def _fastlogad(req: TrainRequest, data: Any, progress: Echo, report: Echo) -> Bundle:
     from logsieve.export.fastlogad.bundle import train_bundle
     from logsieve.export.fastlogad.model import ModelConfig
     from logsieve.export.fastlogad.train import TrainConfig
@@ -111,7 +117,7 @@ def _fastlogad(req: TrainRequest, data: Any, echo: Callable[[str], object]) -> B
         max_len=data.log_config.max_len,
         **{k: v for k, v in sizes.items() if v is not None},
     )
-    echo(
+    progress(
         f"{data.dataset}: {len(data.train)} training, {len(data.validation)} validation "
         f"sequences, {data.vocab.size} tokens"
     )
@@ -119,18 +125,18 @@ def _fastlogad(req: TrainRequest, data: Any, echo: Callable[[str], object]) -> B
     bundle, result = train_bundle(
         data, req.out, train_cfg=cfg, model_cfg=model_cfg, quantile=quantile
     )
-    echo(
+    report(
         f"bundle {bundle.path}: threshold {bundle.threshold:.6g} "
         f"(q{quantile} of {bundle.manifest['threshold']['n_validation']} validation "
         f"scores), trained in {result.timings.get('total', 0.0):.1f}s"
     )
     if req.export:
-        echo("exporting program.pt2 and model.onnx ...")
+        progress("exporting program.pt2 and model.onnx ...")
         bundle = export_bundle(bundle.path)
     return bundle
 
 
-def _adalog(req: TrainRequest, data: Any, echo: Callable[[str], object]) -> Bundle:
+def _adalog(req: TrainRequest, data: Any, progress: Echo, report: Echo) -> Bundle:
     from logsieve.export.adalog.bundle import AdaLogConfig, export_adalog_bundle
     from logsieve.export.adalog.split import train_adalog_split
 
@@ -141,11 +147,11 @@ def _adalog(req: TrainRequest, data: Any, echo: Callable[[str], object]) -> Bund
     bundle = train_adalog_split(
         data, req.data_path, req.out, cfg, labels_path=req.labels_path, pattern=req.pattern
     )
-    echo(
+    report(
         f"bundle {bundle.path}: adalog, threshold {bundle.threshold:.6g} "
         f"(q{cfg.quantile} of {bundle.manifest['threshold']['n_validation']} validation lines)"
     )
     if req.export:
-        echo("exporting program.pt2 and model.onnx ...")
+        progress("exporting program.pt2 and model.onnx ...")
         bundle = export_adalog_bundle(bundle.path)
     return bundle

@@ -46,8 +46,7 @@ def evaluate_bundle(
     """``logsieve eval --bundle``: the bundle's threshold on the dataset's test split,
     read with the bundle's own log settings and templates (see :func:`evaluate`)."""
     bundle = open_bundle(bundle_path)
-    if bundle.detector != "fastlogad":
-        check_bundle_data(bundle, None)
+    check_bundle_data(bundle, None)  # the wrong detector fails before the data is read
     if threads:
         torch.set_num_threads(threads)
     data = prepare(

@@ -50,6 +50,7 @@ from logsieve.export.fastlogad.model import ModelConfig
 from logsieve.export.fastlogad.scoring import score_sequences, score_windows
 from logsieve.export.fastlogad.train import TrainConfig, train
 from logsieve.logs.vocab import UNK, pad_batch
+from logsieve.verdict import template_text
 
 __all__ = [
     "LINE_DATASETS",
@@ -195,13 +196,10 @@ def _fastlogad_evidence(
     _, probs = model.score(torch.from_numpy(ids), torch.from_numpy(lengths))
     # Token j >= 1 of a chunk is the next event of the window (chunks are consecutive).
     values = [float(p) for r, c in enumerate(chunks) for p in probs[r, 1 : len(c)]]
-    names = data.vocab.templates
     labels = []
     for token in (int(t) for c in chunks for t in c[1:]):
         tid = data.vocab.template_id(token)
-        labels.append(
-            "[UNK]" if token == UNK or tid is None else (names[tid] if names else f"T{tid}")
-        )
+        labels.append(template_text(data.vocab, -1 if token == UNK or tid is None else tid))
     key = data.test_keys[i] if i < len(data.test_keys) else str(i)
     return Evidence("", i, key, score, threshold, labels, values, "replaced-token probability")
 

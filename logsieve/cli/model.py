@@ -109,7 +109,7 @@ def train(
         export=not no_export,
         **opts,
     )
-    train_detector(request, echo=lambda line: click.echo(line, err=True))
+    train_detector(request, progress=lambda line: click.echo(line, err=True), report=click.echo)
 
 
 @click.command(name="eval")
