@@ -246,8 +246,7 @@ def scored_windows(
             per_line = probs
             rare = list(j.rare)
             templates = [
-                t if p is None else f"[NEW] {p}"
-                for t, p in zip(templates, j.patterns, strict=True)
+                t if p is None else f"[NEW] {p}" for t, p in zip(templates, j.patterns, strict=True)
             ]
             if not j.known:
                 score = 0.0  # nothing the model knows: only the novelty rule can flag it
