@@ -45,7 +45,7 @@ from logsieve.logs.pipeline import Event, LinePipeline
 from logsieve.logs.records import LogRecord
 from logsieve.logs.templates import TemplateMatcher
 from logsieve.logs.windows import Window
-from logsieve.verdict import Verdict, model_inputs, scored_windows
+from logsieve.verdict import Verdict, model_inputs, scored_windows, seen_in_training
 
 from .flags import FlagBuilder, enrich
 from .forward import LogRecord as ForwardRecord
@@ -107,6 +107,7 @@ class StreamingPipeline:
         self._needs_host = log_config.windows.kind == "sliding"
         self.lines = LinePipeline(log_config, TemplateMatcher.from_state(bundle.templates_state))
         self.engine = engine
+        self.bundle = bundle
         self.vocab = bundle.vocab
         self.threshold = bundle.threshold
         self.builder = FlagBuilder(
@@ -301,7 +302,8 @@ class StreamingPipeline:
             scores = await self.engine.score_ids_async(ids)
             # Inside the try, as before: a reply that does not fit its windows (a broken
             # engine) is counted as failed, not allowed to kill the batcher.
-            scored = scored_windows(windows, scores, self.vocab, self.threshold, judged)
+            seen = seen_in_training(ids, self.bundle)
+            scored = scored_windows(windows, scores, self.vocab, self.threshold, judged, seen)
         except Exception:
             # A failing engine must not take the server down; the windows are counted.
             m.windows_failed.inc(len(windows))

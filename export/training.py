@@ -17,12 +17,11 @@ from typing import Any, Literal
 from logsieve.bundle import Bundle
 from logsieve.config import LogConfig
 from logsieve.errors import ConfigError
+from logsieve.export.calibrate import DEFAULT_QUANTILE
 
 __all__ = ["DEFAULT_QUANTILE", "TrainRequest", "train_detector"]
 
 Detector = Literal["fastlogad", "adalog"]
-# FastLogAD's threshold: the 99% quantile of normal validation scores (the paper's).
-DEFAULT_QUANTILE = 0.99
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,7 @@ from typing import Any
 
 from logsieve.config import LogConfig
 from logsieve.errors import BundleError, ConfigError
+from logsieve.logs.known import KnownWindows
 from logsieve.logs.vocab import Vocab
 
 __all__ = [
@@ -134,6 +135,8 @@ class Bundle:
     log_config: LogConfig
     vocab: Vocab | None
     templates_state: dict[str, Any] | None
+    known: KnownWindows | None = None
+    """Training windows held verbatim (:mod:`logsieve.logs.known`); None in old bundles."""
 
     @property
     def detector(self) -> str:
@@ -226,7 +229,13 @@ def open_bundle(path: Path) -> Bundle:
         if size is not None and size != vocab.size:
             raise BundleError(f"{path / 'vocab.json'}: {vocab.size} ids, manifest says {size}")
     templates = _read_json(path, "templates.json") if "templates.json" in files else None
-    return Bundle(path, manifest, log_config, vocab, templates)
+    known = None
+    if "known_windows.json" in files:
+        try:
+            known = KnownWindows.from_json(_read_json(path, "known_windows.json"))
+        except BundleError as exc:
+            raise BundleError(f"{path / 'known_windows.json'}: {exc}") from None
+    return Bundle(path, manifest, log_config, vocab, templates, known)
 
 
 def _verify_file(root: Path, name: str, entry: object) -> None:

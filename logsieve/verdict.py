@@ -32,6 +32,7 @@ from typing import Literal
 import numpy as np
 import numpy.typing as npt
 
+from logsieve.bundle import Bundle
 from logsieve.errors import DataError
 from logsieve.logs.novelty import NoveltyTracker, WindowNovelty
 from logsieve.logs.pipeline import Event
@@ -50,6 +51,7 @@ __all__ = [
     "make_flag_id",
     "model_inputs",
     "scored_windows",
+    "seen_in_training",
     "template_ids",
     "template_text",
     "verdict_of",
@@ -86,6 +88,9 @@ class ScoredWindow:
             line the model did not score).
         rare_new: Per line, whether it is a line of a rare new template (empty: no
             novelty judgement; then every unseen line counts as such in the evidence).
+        seen_in_training: The model's input for this window was, chunk for chunk, a
+            window of the normal training data (:mod:`logsieve.logs.known`): normal
+            whatever it scores.
 
     ``template_ids``, ``templates`` and ``token_probs`` are aligned with ``lines``
     (same length, same order); :class:`~logsieve.errors.DataError` otherwise.
@@ -101,6 +106,7 @@ class ScoredWindow:
     threshold: float
     token_probs: Sequence[float]
     rare_new: Sequence[bool] = ()
+    seen_in_training: bool = False
 
     def __post_init__(self) -> None:
         n = len(self.lines)
@@ -119,15 +125,16 @@ class ScoredWindow:
 
     @property
     def anomaly(self) -> bool:
-        """:func:`is_anomaly` of this window, or a line of a rare new template."""
-        return is_anomaly(self.score, self.threshold) or any(self.rare_new)
+        """A line of a rare new template, or :func:`is_anomaly` unless the window was
+        seen in training."""
+        return bool(self.reasons)
 
     @property
     def reasons(self) -> list[str]:
         """Why the window is an anomaly: ``score`` and/or ``rare_new_template`` (empty
         for a normal window)."""
-        out = ["score"] if is_anomaly(self.score, self.threshold) else []
-        return out + (["rare_new_template"] if any(self.rare_new) else [])
+        scored = is_anomaly(self.score, self.threshold) and not self.seen_in_training
+        return (["score"] if scored else []) + (["rare_new_template"] if any(self.rare_new) else [])
 
     @property
     def unknown_lines(self) -> int:
@@ -219,15 +226,26 @@ def model_inputs(
     return [[w[i] for i in j.known] for w, j in zip(ids, judged, strict=True)], judged
 
 
+def seen_in_training(ids: Sequence[Sequence[int]], bundle: Bundle) -> list[bool] | None:
+    """Per window of model input ids, whether the training data held it verbatim
+    (None when the bundle stores no training windows)."""
+    known, vocab = bundle.known, bundle.vocab
+    if known is None or vocab is None:
+        return None
+    return [known.holds_ids(w, vocab, bundle.log_config) for w in ids]
+
+
 def scored_windows(
     windows: Sequence[Window[Event]],
     scored: Sequence[tuple[float, Sequence[float]]],
     vocab: Vocab | None,
     threshold: float,
     judged: Sequence[WindowNovelty] | None = None,
+    seen: Sequence[bool] | None = None,
 ) -> list[ScoredWindow]:
     """Pair each window with its ``(score, per-line probabilities)`` from the engine
-    (``judged``: the :func:`model_inputs` judgements the engine input came from)."""
+    (``judged``: the :func:`model_inputs` judgements the engine input came from;
+    ``seen``: :func:`seen_in_training` of that input)."""
     out: list[ScoredWindow] = []
     for n, (w, (score, per_line)) in enumerate(zip(windows, scored, strict=True)):
         ids = [e.template_id for e in w.items]
@@ -262,6 +280,7 @@ def scored_windows(
                 threshold=threshold,
                 token_probs=per_line,
                 rare_new=rare,
+                seen_in_training=bool(seen[n]) if seen is not None else False,
             )
         )
     return out

@@ -44,11 +44,12 @@ from logsieve.export.baselines import (
     LogBERTConfig,
     score_chunked,
 )
-from logsieve.export.calibrate import threshold_from_normal
+from logsieve.export.calibrate import DEFAULT_QUANTILE, threshold_from_normal
 from logsieve.export.data.prepare import LINE_DATASETS, Prepared
 from logsieve.export.fastlogad.model import ModelConfig
 from logsieve.export.fastlogad.scoring import score_sequences, score_windows
 from logsieve.export.fastlogad.train import TrainConfig, train
+from logsieve.logs.known import KnownWindows
 from logsieve.logs.vocab import UNK, pad_batch
 from logsieve.verdict import template_text
 
@@ -173,18 +174,19 @@ def _fastlogad(generator: str) -> FitScore:
         result = train(data.train, data.validation, data.vocab.size, model_cfg, cfg, False)
         model = result.model.cpu().eval()
         val = score_sequences(model, data.validation or data.train, opt.batch_size)
-        threshold = threshold_from_normal(val, 0.99)
+        threshold = threshold_from_normal(val, DEFAULT_QUANTILE)
         t1 = time.perf_counter()
         scores = score_windows(
             model, data.test, opt.batch_size, data.log_config.unseen_templates,
-            data.test_rare(),
+            data.test_rare(), KnownWindows.of_chunks([*data.train, *data.validation]),
         )  # fmt: skip
         t2 = time.perf_counter()
 
         def evidence(i: int) -> Evidence:
             return _fastlogad_evidence(model, data, i, float(scores[i]), threshold)
 
-        return Fitted(scores, threshold, "q0.99 of normal validation", t1 - t0, t2 - t1,
+        rule = f"q{DEFAULT_QUANTILE} of normal validation"
+        return Fitted(scores, threshold, rule, t1 - t0, t2 - t1,
                       evidence=evidence, notes={"best_epoch": result.best_epoch})  # fmt: skip
 
     return fit_score

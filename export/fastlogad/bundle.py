@@ -12,12 +12,13 @@ from pathlib import Path
 
 from logsieve import __version__
 from logsieve.bundle import Bundle, BundleWriter, open_bundle
-from logsieve.export.calibrate import threshold_from_normal
+from logsieve.export.calibrate import DEFAULT_QUANTILE, threshold_from_normal
 from logsieve.export.data.formats import FORMATS
 from logsieve.export.data.prepare import Prepared
 from logsieve.export.fastlogad.model import ModelConfig, save_checkpoint
 from logsieve.export.fastlogad.scoring import score_sequences
 from logsieve.export.fastlogad.train import TrainConfig, TrainResult, train
+from logsieve.logs.known import KnownWindows
 
 __all__ = ["train_bundle"]
 
@@ -28,7 +29,7 @@ def train_bundle(
     *,
     train_cfg: TrainConfig,
     model_cfg: ModelConfig | None = None,
-    quantile: float = 0.99,
+    quantile: float = DEFAULT_QUANTILE,
     progress: bool = True,
 ) -> tuple[Bundle, TrainResult]:
     """Train on ``data.train``, calibrate on ``data.validation``, write the bundle."""
@@ -42,6 +43,9 @@ def train_bundle(
     writer = BundleWriter(out)
     try:
         writer.add_text("vocab.json", data.vocab.to_json())
+        writer.add_json(
+            "known_windows.json", KnownWindows.of_chunks([*data.train, *data.validation]).to_json()
+        )
         if data.templates_state is not None:
             writer.add_json("templates.json", data.templates_state)
         writer.add_with(

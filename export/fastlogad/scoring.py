@@ -23,12 +23,13 @@ from logsieve.engine.windows import LocalWindowEngine
 from logsieve.errors import BundleError, ConfigError
 from logsieve.export.data.formats import read_records
 from logsieve.export.fastlogad.model import Discriminator, load_discriminator
+from logsieve.logs.known import KnownWindows
 from logsieve.logs.novelty import NoveltyTracker
 from logsieve.logs.pipeline import Event, LinePipeline
 from logsieve.logs.templates import TemplateMatcher
 from logsieve.logs.vocab import UNK, UNSEEN_SCORE, holds_unknown, pad_batch
 from logsieve.logs.windows import Window
-from logsieve.verdict import ScoredWindow, model_inputs, scored_windows
+from logsieve.verdict import ScoredWindow, model_inputs, scored_windows, seen_in_training
 
 __all__ = [
     "EagerEngine",
@@ -83,6 +84,7 @@ def score_windows(
     batch_size: int = 256,
     unseen: UnseenPolicy = "flag",
     rare: npt.NDArray[np.bool_] | None = None,
+    known: KnownWindows | None = None,
 ) -> npt.NDArray[np.float64]:
     """Score of each window: the highest score of its chunks.
 
@@ -90,7 +92,8 @@ def score_windows(
     ``[UNK]`` ``UNSEEN_SCORE`` (+inf); ``novelty`` scores the known lines only (the
     ``[UNK]`` tokens left out) and gives ``UNSEEN_SCORE`` to the windows ``rare`` marks
     (:meth:`~logsieve.export.data.prepare.Prepared.test_rare`); ``score`` scores the
-    ``[UNK]`` tokens like any other.
+    ``[UNK]`` tokens like any other. A window ``known`` holds verbatim (what the model
+    scores, chunk for chunk) scores ``-inf``: normal, as :mod:`logsieve.logs.known` says.
     """
     if unseen == "novelty":
         windows = [[c[c != UNK] for c in w] for w in windows]
@@ -99,6 +102,8 @@ def score_windows(
     chunk_scores = score_sequences(model, flat, batch_size) if flat else np.zeros(0)
     out = np.full(len(windows), -np.inf)
     np.maximum.at(out, owner, chunk_scores)
+    if known is not None:
+        out[[known.holds(w) for w in windows]] = -np.inf
     if unseen == "flag":
         out[[holds_unknown(w) for w in windows]] = UNSEEN_SCORE
     elif unseen == "novelty" and rare is not None:
@@ -191,4 +196,5 @@ def _scored(
     if novelty is not None and on_pattern is not None:
         for report in novelty.reports():
             on_pattern(report)
-    return scored_windows(windows, scores, bundle.vocab, bundle.threshold, judged)
+    seen = seen_in_training(ids, bundle)
+    return scored_windows(windows, scores, bundle.vocab, bundle.threshold, judged, seen)

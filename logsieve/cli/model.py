@@ -67,7 +67,11 @@ def _data_options(func: Any) -> Any:
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--epochs", type=int, default=None, help="adalog: MLM epochs (default 10).")
 @click.option(
-    "--quantile", type=float, default=None, help="Threshold quantile (fastlogad 0.99, adalog 0.9)."
+    "--quantile",
+    type=float,
+    default=None,
+    help="Threshold: this quantile of normal validation scores; about 1 - q of normal "
+    "windows get flagged (fastlogad 1.0 = the maximum, adalog 0.9).",
 )
 @click.option("--d-model", type=int, default=None, help="Default: fastlogad 256, adalog 128.")
 @click.option("--layers", type=int, default=None, help="Default: fastlogad 4, adalog 2.")
