@@ -40,7 +40,14 @@ from logsieve.logs.templates import TemplateMatcher
 from logsieve.logs.vocab import Vocab
 from logsieve.logs.windows import replay
 
-__all__ = ["DATASETS", "LINE_DATASETS", "Prepared", "block_labels", "prepare"]
+__all__ = [
+    "DATASETS",
+    "LINE_DATASETS",
+    "Prepared",
+    "block_labels",
+    "dataset_log_config",
+    "prepare",
+]
 
 IdArray = npt.NDArray[np.int64]
 DATASETS = ("hdfs", "hdfs-sessions", "bgl", "bgl-windows", "thunderbird", "lines")
@@ -86,8 +93,7 @@ def prepare(
     """
     if dataset not in DATASETS:
         raise ConfigError("dataset", dataset, f"one of {', '.join(DATASETS)}")
-    fmt = dataset.split("-")[0] if dataset != "lines" else "lines"
-    config = log_config or default_log_config(fmt)
+    config = log_config or dataset_log_config(dataset)
     n = train_n if train_n is not None else _TRAIN_N.get(dataset, _DEFAULT_TRAIN_N)
     if dataset == "hdfs-sessions":
         data = _hdfs_sessions(Path(path), config, val_fraction)
@@ -100,6 +106,15 @@ def prepare(
         )
     data.summary["split"] = {"train_n": n, "val_fraction": val_fraction}
     return data
+
+
+def dataset_log_config(dataset: str) -> LogConfig:
+    """The preset :class:`LogConfig` of a dataset: its log format's (the pre-parsed
+    ``hdfs-sessions``/``bgl-windows`` take ``hdfs``/``bgl``). A ``--config`` file is
+    layered over it (:func:`logsieve.config.load_log_config`)."""
+    if dataset not in DATASETS:
+        raise ConfigError("dataset", dataset, f"one of {', '.join(DATASETS)}")
+    return default_log_config(dataset.split("-")[0])
 
 
 def _encode(vocab: Vocab, ids: list[int], config: LogConfig) -> list[IdArray]:

@@ -72,7 +72,9 @@ def _data_options(func: Any) -> Any:
 @click.option("--d-model", type=int, default=None, help="Default: fastlogad 256, adalog 128.")
 @click.option("--layers", type=int, default=None, help="Default: fastlogad 4, adalog 2.")
 @click.option("--threads", type=int, default=None, help="torch threads (default: all cores).")
-@click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="TOML file with a [log] table: the keys it names override the "
+                   "dataset's preset, the rest stay.")  # fmt: skip
 @click.option(
     "--no-export",
     "no_export",
@@ -97,13 +99,15 @@ def train(
           --data ../shared/data/bgl/raw/BGL_2k.log --out bundles/bgl-adalog
     """
     from logsieve.config import load_log_config
+    from logsieve.export.data.prepare import dataset_log_config
     from logsieve.export.training import TrainRequest, train_detector
 
+    preset = dataset_log_config(opts["dataset"])
     request = TrainRequest(
         detector=detector,  # type: ignore[arg-type]  # click.Choice checked it
         data_path=data_path,
         out=out,
-        log_config=load_log_config(config_path) if config_path else None,
+        log_config=load_log_config(config_path, preset) if config_path else None,
         labels_path=labels,
         layers=layers,
         export=not no_export,
