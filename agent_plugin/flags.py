@@ -10,9 +10,10 @@ sent on the tag ``logsieve.flag`` by default::
 
 Record keys: ``flag_id``, ``key``, ``window_start``, ``window_end`` (float Unix
 seconds), ``lines`` (count), ``score``, ``threshold``, ``model_id``,
-``detector``, ``verdict`` (``"anomaly"``/``"normal"``) and ``evidence``: the
-top-k lines by per-token anomaly probability, highest first, each
-``{"line", "template", "template_id", "prob"}``.
+``detector``, ``verdict`` (``"anomaly"``/``"normal"``), ``reasons`` (why an anomaly:
+``score`` above the threshold and/or ``rare_new_template``) and ``evidence``: lines of
+rare new templates first (template ``"[NEW] ..."``), then the top-k lines by per-token
+anomaly probability, each ``{"line", "template", "template_id", "prob"}``.
 
 Every record is valid JSON once decoded: a score that is not a finite number (a window
 holding a template training never saw scores +inf) is sent as ``score: null`` with
@@ -67,6 +68,7 @@ def build_flag(
         "model_id": model_id,
         "detector": detector,
         "verdict": verdict.label,
+        "reasons": window.reasons,
         "evidence": evidence,
     }
     if record["score"] is None:

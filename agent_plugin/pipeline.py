@@ -31,19 +31,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
+import os
 import time
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 from logsieve.bundle import Bundle
 from logsieve.engine.windows import WindowEngine
-from logsieve.errors import BundleError, LogsieveError
+from logsieve.errors import BundleError, ConfigError, LogsieveError
 from logsieve.logs.pipeline import Event, LinePipeline
 from logsieve.logs.records import LogRecord
 from logsieve.logs.templates import TemplateMatcher
 from logsieve.logs.windows import Window
-from logsieve.verdict import Verdict, scored_windows, template_ids
+from logsieve.verdict import Verdict, model_inputs, scored_windows
 
 from .flags import FlagBuilder, enrich
 from .forward import LogRecord as ForwardRecord
@@ -123,12 +125,17 @@ class StreamingPipeline:
         self._state = "new"
         self._batcher: asyncio.Task[None] | None = None
         self._ticker: asyncio.Task[None] | None = None
+        self._novelty_counted: dict[str, int] = {}
+        self._novelty_saved_at = clock()
+        self._load_novelty()
+        novelty = self.lines.novelty
         self.metrics.bind(
             open_windows=lambda: self.lines.windower.open_windows,
             unknown_rate=lambda: self.lines.matcher.unknown_rate,
             queue_depth=lambda: self.queue_depth,
             held_records=lambda: self.held_records,
             engine_restarts=lambda: engine.restarts,
+            novelty_patterns=lambda: len(novelty.patterns) if novelty is not None else 0,
         )
 
     # -- lifecycle -----------------------------------------------------------
@@ -165,6 +172,7 @@ class StreamingPipeline:
         for _event, rec in list(self._held.values()):
             await self._pass(rec, None)
         self._held.clear()
+        self.save_novelty()
         self._state = "closed"
         log.info("pipeline closed: %s", self.stats())
 
@@ -244,6 +252,8 @@ class StreamingPipeline:
                 continue
             for window in self.lines.advance(watermark):
                 await self._enqueue(window)
+            if self._clock() - self._novelty_saved_at >= self.config.novelty_save_interval:
+                self.save_novelty()
 
     # -- the batcher ---------------------------------------------------------
 
@@ -284,11 +294,14 @@ class StreamingPipeline:
     async def _process(self, windows: list[Window[Event]]) -> None:
         m = self.metrics
         t0 = time.perf_counter()
+        # Judged now, when the windows closed: the spread of their new templates so far.
+        ids, judged = model_inputs(windows, self.lines.novelty)
+        await self._send_patterns()
         try:
-            scores = await self.engine.score_ids_async(template_ids(windows))
+            scores = await self.engine.score_ids_async(ids)
             # Inside the try, as before: a reply that does not fit its windows (a broken
             # engine) is counted as failed, not allowed to kill the batcher.
-            scored = scored_windows(windows, scores, self.vocab, self.threshold)
+            scored = scored_windows(windows, scores, self.vocab, self.threshold, judged)
         except Exception:
             # A failing engine must not take the server down; the windows are counted.
             m.windows_failed.inc(len(windows))
@@ -313,6 +326,49 @@ class StreamingPipeline:
         # Counted once per batch, like records per frame in put().
         m.verdicts.labels(verdict="anomaly").inc(anomalies)
         m.verdicts.labels(verdict="normal").inc(len(windows) - anomalies)
+
+    # -- new templates ------------------------------------------------------
+
+    async def _send_patterns(self) -> None:
+        """Send the new-pattern records the last judgements produced; count decisions."""
+        novelty = self.lines.novelty
+        if novelty is None:
+            return
+        for report in novelty.reports():
+            await self.upstream.send(self.config.pattern_tag, report)
+            self.metrics.sent.labels(kind="pattern").inc()
+        for name, value in novelty.counts.items():
+            delta = value - self._novelty_counted.get(name, 0)
+            if delta:
+                self.metrics.novelty.labels(decision=name).inc(delta)
+                self._novelty_counted[name] = value
+
+    def _load_novelty(self) -> None:
+        path, novelty = self.config.novelty_state, self.lines.novelty
+        if path is None or novelty is None or not os.path.exists(path):
+            return
+        try:
+            with open(path, encoding="utf-8") as f:
+                novelty.load_state(json.load(f))
+        except (OSError, ValueError, LogsieveError) as exc:
+            raise ConfigError(
+                "pipeline.novelty_state", path, f"a readable novelty state file ({exc})"
+            ) from None
+        log.info("novelty state: %d new patterns loaded from %s", len(novelty.patterns), path)
+
+    def save_novelty(self) -> None:
+        """Write the new patterns to ``novelty_state`` (atomically; no-op without one)."""
+        path, novelty = self.config.novelty_state, self.lines.novelty
+        self._novelty_saved_at = self._clock()
+        if path is None or novelty is None:
+            return
+        tmp = f"{path}.tmp"
+        try:
+            with open(tmp, "w", encoding="utf-8") as f:
+                json.dump(novelty.state(), f)
+            os.replace(tmp, path)
+        except OSError as exc:
+            log.warning("novelty state not saved to %s: %s", path, exc)
 
     async def _pass(self, rec: ForwardRecord, verdict: Verdict | None) -> None:
         record = enrich(rec.record, verdict) if verdict is not None else dict(rec.record)

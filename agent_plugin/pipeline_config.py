@@ -64,6 +64,12 @@ class PipelineConfig:
             that window's verdict (session windows: its only window). Records that
             join no window (no key, no text) are sent at once, unenriched.
         pass_through_tag: Tag of pass-through records; None keeps each record's tag.
+        pattern_tag: Tag of new-pattern records: one per template training never saw,
+            when a window holding it is first judged, and one more when it spread
+            widely enough to be admitted as drift (``unseen_templates = "novelty"``).
+        novelty_state: JSON file keeping the new patterns (and which are admitted)
+            across restarts; None keeps them in memory only. Written at shutdown and
+            every ``novelty_save_interval`` seconds while new patterns appear.
         drain_timeout: Seconds the server waits at shutdown for in-flight requests.
         flush_timeout: Seconds shutdown waits for upstream acks of the last flags
             before the rest is spooled (or counted as lost without a spool).
@@ -84,6 +90,9 @@ class PipelineConfig:
     every_verdict: bool = False
     pass_through: bool = False
     pass_through_tag: str | None = "logsieve.record"
+    pattern_tag: str = "logsieve.pattern"
+    novelty_state: str | None = None
+    novelty_save_interval: float = 60.0
     drain_timeout: float = 10.0
     flush_timeout: float = 10.0
 
@@ -122,8 +131,19 @@ class PipelineConfig:
         for name in ("engine_process", "every_verdict", "pass_through"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{_SECTION}.{name}", getattr(self, name), "true or false")
-        if not isinstance(self.flag_tag, str) or not self.flag_tag:
-            raise ConfigError(f"{_SECTION}.flag_tag", self.flag_tag, "a non-empty tag")
+        for name in ("flag_tag", "pattern_tag"):
+            if not isinstance(getattr(self, name), str) or not getattr(self, name):
+                raise ConfigError(f"{_SECTION}.{name}", getattr(self, name), "a non-empty tag")
+        if self.novelty_state is not None and (
+            not isinstance(self.novelty_state, str) or not self.novelty_state
+        ):
+            raise ConfigError(
+                f"{_SECTION}.novelty_state", self.novelty_state, "a file path or null"
+            )
+        if not_finite_number(self.novelty_save_interval) or self.novelty_save_interval <= 0:
+            raise ConfigError(
+                f"{_SECTION}.novelty_save_interval", self.novelty_save_interval, "seconds > 0"
+            )
         if self.pass_through_tag is not None and (
             not isinstance(self.pass_through_tag, str) or not self.pass_through_tag
         ):

@@ -91,9 +91,21 @@ class PipelineMetrics:
         self.verdicts = Counter(
             p + "verdicts", "Scored windows by verdict.", ["verdict"], registry=reg
         )
+        self.novelty = Counter(
+            p + "novelty_decisions",
+            "New-template decisions: lines_rare, lines_admitted, lines_untracked, "
+            "windows_rare (flagged for a rare new template), windows_drift_only (new "
+            "templates all admitted), patterns_new, patterns_admitted.",
+            ["decision"],
+            registry=reg,
+        )
+        self.novelty_patterns = Gauge(
+            p + "novelty_patterns", "New patterns tracked now.", registry=reg
+        )
         self.sent = Counter(
             p + "records_sent_upstream",
-            "Records handed to the upstream writer, by kind (flag, verdict, pass_through).",
+            "Records handed to the upstream writer, by kind (flag, verdict, pattern, "
+            "pass_through).",
             ["kind"],
             registry=reg,
         )
@@ -106,6 +118,7 @@ class PipelineMetrics:
         queue_depth: Callable[[], float],
         held_records: Callable[[], float],
         engine_restarts: Callable[[], float],
+        novelty_patterns: Callable[[], float] = lambda: 0.0,
     ) -> None:
         """Read the pipeline's depths at scrape time, through the functions handed in."""
         self.windows_open.set_function(open_windows)
@@ -113,6 +126,7 @@ class PipelineMetrics:
         self.queue_depth.set_function(queue_depth)
         self.held_records.set_function(held_records)
         self.engine_restarts.set_function(engine_restarts)
+        self.novelty_patterns.set_function(novelty_patterns)
 
     def bind_upstream(self, client: UpstreamClient) -> None:
         """Export the upstream client's counters and gauges (flags sent/buffered/spilled)."""

@@ -91,7 +91,9 @@ def _dump_scores(path: Path, bundle: Any, data: Any) -> None:
     thresholds without retraining."""
     path.parent.mkdir(parents=True, exist_ok=True)
     model = load_model(bundle)
-    scores = score_windows(model, data.test, 256, bundle.log_config.unseen_templates)
+    scores = score_windows(
+        model, data.test, 256, bundle.log_config.unseen_templates, data.test_rare()
+    )
     events = np.array([sum(len(c) - 1 for c in w) for w in data.test])  # minus [CLS]
     np.savez(path, scores=scores, labels=data.test_labels, events=events,
              threshold=bundle.threshold,

@@ -78,6 +78,11 @@ def score_template_windows(
     """``(score, per-line probabilities)`` for each window of template ids, in order."""
     if not windows:
         return []
+    if not all(windows):
+        # A window with no line to score (all its lines new templates, judged by
+        # logsieve.logs.novelty instead) never reaches the engine.
+        scored = iter(score_template_windows(engine, vocab, config, [w for w in windows if w]))
+        return [next(scored) if w else (0.0, []) for w in windows]
     chunks = [vocab.encode(list(ids), config.max_len, config.truncate) for ids in windows]
     scores, probs = score_windows(engine, [c for cs in chunks for c in cs], batch_size)
     out: list[tuple[float, list[float]]] = []

@@ -25,6 +25,7 @@ __all__ = [
     "LogConfig",
     "MaskRule",
     "MaskingConfig",
+    "NoveltyConfig",
     "TemplateConfig",
     "WindowConfig",
     "load_log_config",
@@ -35,7 +36,7 @@ __all__ = [
 
 WindowKind = Literal["session", "sliding"]
 TruncatePolicy = Literal["split", "recent"]
-UnseenPolicy = Literal["flag", "score"]
+UnseenPolicy = Literal["novelty", "flag", "score"]
 
 
 @dataclass(frozen=True)
@@ -274,6 +275,33 @@ class WindowConfig:
 
 
 @dataclass(frozen=True)
+class NoveltyConfig:
+    """How new templates (lines no training template matches) are judged under
+    ``unseen_templates = "novelty"`` (see :mod:`logsieve.logs.novelty`).
+
+    A new pattern is *admitted* as drift once it was seen in at least
+    ``admit_min_keys`` window keys (capped at ``admit_fraction`` of all keys known, for
+    small fleets) and in at least ``admit_fraction`` of the keys active since it first
+    appeared; before that it is *rare* and a window holding it is an anomaly.
+    ``max_patterns`` bounds the patterns tracked (later unseen lines count as rare),
+    ``max_keys`` the keys remembered for the spread.
+    """
+
+    admit_fraction: float = 0.5
+    admit_min_keys: int = 10
+    max_patterns: int = 10_000
+    max_keys: int = 200_000
+
+    def __post_init__(self) -> None:
+        if not_finite_number(self.admit_fraction) or not 0.0 < self.admit_fraction <= 1.0:
+            raise ConfigError("novelty.admit_fraction", self.admit_fraction, "a fraction in (0, 1]")
+        for name in ("admit_min_keys", "max_patterns", "max_keys"):
+            value = getattr(self, name)
+            if not_int(value) or value < 1:
+                raise ConfigError(f"novelty.{name}", value, "an integer >= 1")
+
+
+@dataclass(frozen=True)
 class LogConfig:
     """Everything that turns raw log lines into model input.
 
@@ -282,12 +310,14 @@ class LogConfig:
     longer than ``max_len - 1`` events: ``split`` into consecutive chunks (none
     dropped), or keep the ``recent`` tail.
 
-    ``unseen_templates`` says what a window holding a template the training data never
-    had (token ``[UNK]``) is: ``flag`` (default) makes it an anomaly whatever the model
-    says, with score ``+inf`` (the paper relies on ``[UNK]`` scoring high, but the
-    ``[UNK]`` embedding is never trained, so that is luck: measured on HDFS, one seed
-    missed 493 such sessions); ``score`` lets the model's score decide alone, for fleets
-    where new templates are routine. Either way the line comes first in the evidence.
+    ``unseen_templates`` says what a line no training template matches does to its
+    window: ``novelty`` (default) groups such lines into new patterns judged by their
+    spread (``novelty``; :mod:`logsieve.logs.novelty`): a rare one makes the window an
+    anomaly, a widespread one is drift and ignored; the model scores the known lines.
+    ``flag`` makes any window holding one an anomaly with score ``+inf`` (floods when
+    logs drift); ``score`` lets the model score ``[UNK]`` (its embedding is never
+    trained: measured on HDFS, one seed missed 493 such sessions). Either way the line
+    comes first in the evidence.
     """
 
     text_fields: tuple[str, ...] = ("log", "message")
@@ -296,7 +326,8 @@ class LogConfig:
     windows: WindowConfig = field(default_factory=WindowConfig)
     max_len: int = 512
     truncate: TruncatePolicy = "split"
-    unseen_templates: UnseenPolicy = "flag"
+    unseen_templates: UnseenPolicy = "novelty"
+    novelty: NoveltyConfig = field(default_factory=NoveltyConfig)
 
     def __post_init__(self) -> None:
         if not self.text_fields or not all(isinstance(f, str) and f for f in self.text_fields):
@@ -305,8 +336,10 @@ class LogConfig:
             raise ConfigError("max_len", self.max_len, "an integer in 2..4096")
         if self.truncate not in ("split", "recent"):
             raise ConfigError("truncate", self.truncate, "'split' or 'recent'")
-        if self.unseen_templates not in ("flag", "score"):
-            raise ConfigError("unseen_templates", self.unseen_templates, "'flag' or 'score'")
+        if self.unseen_templates not in ("novelty", "flag", "score"):
+            raise ConfigError(
+                "unseen_templates", self.unseen_templates, "'novelty', 'flag' or 'score'"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (tuples become lists)."""
@@ -321,7 +354,11 @@ class LogConfig:
         masking = data.pop("masking", None)
         templates = data.pop("templates", None)
         windows = data.pop("windows", None)
+        novelty = data.pop("novelty", None)
         kwargs: dict[str, Any] = {}
+        if novelty is not None:
+            reject_unknown("novelty", novelty, NoveltyConfig)
+            kwargs["novelty"] = NoveltyConfig(**novelty)
         if masking is not None:
             kwargs["masking"] = MaskingConfig.from_dict(masking)
         if templates is not None:

@@ -1,12 +1,16 @@
 """Score → verdict → evidence: the one rule, used by ``score``, ``eval`` and ``serve``.
 
 A window (or line) is an anomaly when ``score > threshold``, strictly
-(:func:`is_anomaly`, :func:`anomalous`); the threshold is calibrated so that a window
+(:func:`is_anomaly`, :func:`anomalous`), or when it holds a line of a *rare new
+template* (:mod:`logsieve.logs.novelty`: unseen in training and not spread widely
+enough to be drift; :func:`model_inputs` judges that and leaves such lines out of
+what the model scores); the threshold is calibrated so that a window
 identical to the validation window at the quantile is *not* flagged
 (:func:`logsieve.export.calibrate.threshold_from_normal`).
 
-The evidence of a window is its lines in one order (:func:`evidence_order`): lines no
-training template matched first (the detector has never seen them: the clearest
+The evidence of a window is its lines in one order (:func:`evidence_order`): lines of
+rare new templates (or, without novelty tracking, any line no training template
+matched) first (the detector has never seen them: the clearest
 "why"), then the highest per-line anomaly probability; ties keep window order. Offline
 scoring prints it, the server sends it upstream, and a test pins that both give the same
 verdict, score and evidence for the same lines.
@@ -29,6 +33,7 @@ import numpy as np
 import numpy.typing as npt
 
 from logsieve.errors import DataError
+from logsieve.logs.novelty import NoveltyTracker, WindowNovelty
 from logsieve.logs.pipeline import Event
 from logsieve.logs.vocab import Vocab
 from logsieve.logs.windows import Window
@@ -43,6 +48,7 @@ __all__ = [
     "is_anomaly",
     "label_of",
     "make_flag_id",
+    "model_inputs",
     "scored_windows",
     "template_ids",
     "template_text",
@@ -76,7 +82,10 @@ class ScoredWindow:
         score: The window's anomaly score (higher is more anomalous).
         threshold: The calibrated threshold (see :func:`is_anomaly`).
         token_probs: Per-line anomaly probability from the detector (for FastLogAD the
-            discriminator's probability that the line's token was replaced).
+            discriminator's probability that the line's token was replaced; 0 for a
+            line the model did not score).
+        rare_new: Per line, whether it is a line of a rare new template (empty: no
+            novelty judgement; then every unseen line counts as such in the evidence).
 
     ``template_ids``, ``templates`` and ``token_probs`` are aligned with ``lines``
     (same length, same order); :class:`~logsieve.errors.DataError` otherwise.
@@ -91,10 +100,13 @@ class ScoredWindow:
     score: float
     threshold: float
     token_probs: Sequence[float]
+    rare_new: Sequence[bool] = ()
 
     def __post_init__(self) -> None:
         n = len(self.lines)
-        for name in ("template_ids", "templates", "token_probs"):
+        for name in ("template_ids", "templates", "token_probs", "rare_new"):
+            if name == "rare_new" and not self.rare_new:
+                continue
             if len(getattr(self, name)) != n:
                 raise DataError(
                     f"ScoredWindow {self.key!r}: {name} has {len(getattr(self, name))} "
@@ -107,8 +119,15 @@ class ScoredWindow:
 
     @property
     def anomaly(self) -> bool:
-        """:func:`is_anomaly` of this window."""
-        return is_anomaly(self.score, self.threshold)
+        """:func:`is_anomaly` of this window, or a line of a rare new template."""
+        return is_anomaly(self.score, self.threshold) or any(self.rare_new)
+
+    @property
+    def reasons(self) -> list[str]:
+        """Why the window is an anomaly: ``score`` and/or ``rare_new_template`` (empty
+        for a normal window)."""
+        out = ["score"] if is_anomaly(self.score, self.threshold) else []
+        return out + (["rare_new_template"] if any(self.rare_new) else [])
 
     @property
     def unknown_lines(self) -> int:
@@ -117,7 +136,7 @@ class ScoredWindow:
 
     def evidence(self, top_k: int) -> list[int]:
         """Indices of the ``top_k`` lines that explain the verdict (:func:`evidence_order`)."""
-        return evidence_order(self.template_ids, self.token_probs, top_k)
+        return evidence_order(self.template_ids, self.token_probs, top_k, self.rare_new or None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,17 +148,23 @@ class Verdict:
     flag_id: str
 
 
-def evidence_order(template_ids: Sequence[int], probs: Sequence[float], top_k: int) -> list[int]:
+def evidence_order(
+    template_ids: Sequence[int],
+    probs: Sequence[float],
+    top_k: int,
+    first: Sequence[bool] | None = None,
+) -> list[int]:
     """The ``top_k`` line indices that explain a window, most telling first.
 
-    Unknown-template lines first, then by descending probability, ties in window order.
+    The lines ``first`` marks (rare new templates; without it, every line no template
+    matched) first, then by descending probability, ties in window order.
     """
     if top_k < 0:
         raise DataError(f"top_k={top_k}: must be >= 0")
+    if first is None:
+        first = [t < 0 for t in template_ids]
     return heapq.nsmallest(
-        top_k,
-        range(len(template_ids)),
-        key=lambda i: (template_ids[i] >= 0, -float(probs[i]), i),
+        top_k, range(len(template_ids)), key=lambda i: (not first[i], -float(probs[i]), i)
     )
 
 
@@ -177,16 +202,54 @@ def template_ids(windows: Sequence[Window[Event]]) -> list[list[int]]:
     return [[e.template_id for e in w.items] for w in windows]
 
 
+def model_inputs(
+    windows: Sequence[Window[Event]], novelty: NoveltyTracker | None
+) -> tuple[list[list[int]], list[WindowNovelty] | None]:
+    """What the engine scores for each window, and each window's novelty judgement.
+
+    Without a tracker: every line's template id (``[UNK]`` included, the ``flag`` and
+    ``score`` policies). With one: only the known lines (new templates have no trained
+    embedding); call it when the windows closed, since the judgement uses the spread
+    seen so far.
+    """
+    ids = template_ids(windows)
+    if novelty is None:
+        return ids, None
+    judged = [novelty.judge(w) for w in ids]
+    return [[w[i] for i in j.known] for w, j in zip(ids, judged, strict=True)], judged
+
+
 def scored_windows(
     windows: Sequence[Window[Event]],
     scored: Sequence[tuple[float, Sequence[float]]],
     vocab: Vocab | None,
     threshold: float,
+    judged: Sequence[WindowNovelty] | None = None,
 ) -> list[ScoredWindow]:
-    """Pair each window with its ``(score, per-line probabilities)`` from the engine."""
+    """Pair each window with its ``(score, per-line probabilities)`` from the engine
+    (``judged``: the :func:`model_inputs` judgements the engine input came from)."""
     out: list[ScoredWindow] = []
-    for w, (score, per_line) in zip(windows, scored, strict=True):
+    for n, (w, (score, per_line)) in enumerate(zip(windows, scored, strict=True)):
         ids = [e.template_id for e in w.items]
+        templates = [template_text(vocab, t) for t in ids]
+        rare: list[bool] = []
+        if judged is not None:
+            j = judged[n]
+            if len(per_line) != len(j.known):
+                raise DataError(
+                    f"window {w.key!r}: {len(per_line)} probabilities for "
+                    f"{len(j.known)} scored lines"
+                )
+            probs = [0.0] * len(ids)
+            for pos, i in enumerate(j.known):
+                probs[i] = per_line[pos]
+            per_line = probs
+            rare = list(j.rare)
+            templates = [
+                t if p is None else f"[NEW] {p}" for t, p in zip(templates, j.patterns, strict=True)
+            ]
+            if not j.known:
+                score = 0.0  # nothing the model knows: only the novelty rule can flag it
         out.append(
             ScoredWindow(
                 key=w.key,
@@ -194,10 +257,11 @@ def scored_windows(
                 end=w.end,
                 lines=[e.text for e in w.items],
                 template_ids=ids,
-                templates=[template_text(vocab, t) for t in ids],
+                templates=templates,
                 score=float(score),
                 threshold=threshold,
                 token_probs=per_line,
+                rare_new=rare,
             )
         )
     return out

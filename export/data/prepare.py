@@ -35,6 +35,7 @@ from logsieve.export.data.datasets import (
 )
 from logsieve.export.data.formats import default_log_config, read_records
 from logsieve.logs.keys import KeyExtractor
+from logsieve.logs.novelty import NoveltyTracker, judge_offline
 from logsieve.logs.pipeline import mine_templates
 from logsieve.logs.templates import TemplateMatcher
 from logsieve.logs.vocab import Vocab
@@ -73,6 +74,17 @@ class Prepared:
     test_labels: IdArray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     test_keys: list[str] = field(default_factory=list)
     summary: dict[str, Any] = field(default_factory=dict)
+    # Per test window, the identity of each line no training template matched (an
+    # event id, or a new pattern's text): what the novelty rule judges offline.
+    test_unseen: list[list[str]] = field(default_factory=list)
+
+    def test_rare(self) -> npt.NDArray[np.bool_]:
+        """Per test window, whether it holds a rare new template under the config's
+        ``unseen_templates = "novelty"`` rule, the test windows judged all at once
+        (:func:`~logsieve.logs.novelty.judge_offline`); all False for other policies."""
+        if self.log_config.unseen_templates != "novelty" or not self.test_unseen:
+            return np.zeros(len(self.test), dtype=bool)
+        return np.array(judge_offline(self.test_unseen, self.log_config.novelty)) > 0
 
 
 def prepare(
@@ -133,12 +145,18 @@ def _finish(
     split: Any,
     ids_of: Any,
     summary: dict[str, Any],
+    unseen_of: Any = None,
 ) -> Prepared:
-    """Encode a split whose items are :class:`Sequence` (``ids_of(item)`` gives template ids)."""
+    """Encode a split whose items are :class:`Sequence` (``ids_of(item)`` gives template
+    ids; ``unseen_of(item, ids)`` the identities of its unseen lines, default: their
+    event ids)."""
+    if unseen_of is None:
+        unseen_of = _unseen_event_ids
     train = [c for s in split.train for c in _encode(vocab, ids_of(s), config)]
     val = [c for s in split.validation for c in _encode(vocab, ids_of(s), config)]
     test_ids = [ids_of(s) for s in split.test]
     test = [_encode(vocab, ids, config) for ids in test_ids]
+    test_unseen = [unseen_of(s, ids) for s, ids in zip(split.test, test_ids, strict=True)]
     labels = np.array([int(bool(s.label)) for s in split.test], dtype=np.int64)
     unknown = [vocab.count_unknown(ids) for ids in test_ids]
     n_events = sum(len(ids) for ids in test_ids)
@@ -162,7 +180,12 @@ def _finish(
         labels,
         [s.key for s in split.test],
         summary,
+        test_unseen,
     )
+
+
+def _unseen_event_ids(item: Sequence, ids: list[int]) -> list[str]:
+    return [f"E{e}" for e, t in zip(item.event_ids, ids, strict=True) if t < 0]
 
 
 def _hdfs_sessions(
@@ -277,9 +300,15 @@ def _raw(
     matcher = TemplateMatcher.from_state(state)
     ids = [matcher.match(r.text) for r in records]
     vocab = Vocab(len(matcher.templates), [t.template for t in matcher.templates])
+    tracker = NoveltyTracker.for_config(config)
+
+    def unseen_of(s: Sequence, _ids: list[int]) -> list[str]:
+        return [str(tracker.observe(records[j].text, (), None)) for j in lines_of(s) if ids[j] < 0]
+
     prepared = _finish(
         dataset, config, vocab, state, split, lambda s: [ids[j] for j in lines_of(s)],
         {"source": str(path), "read": stats.as_dict(), "templates": len(matcher.templates)},
+        unseen_of,
     )  # fmt: skip
     test_lines = [j for s in split.test for j in lines_of(s)]
     unknown = sum(1 for j in test_lines if ids[j] < 0)

@@ -140,7 +140,9 @@ def evaluate(bundle: Bundle, data: Prepared, *, batch_size: int = 256) -> dict[s
     if not data.test:
         raise BundleError(f"{data.summary.get('source')}: no test windows to evaluate on")
     t0 = time.perf_counter()
-    scores = score_windows(model, data.test, batch_size, bundle.log_config.unseen_templates)
+    scores = score_windows(
+        model, data.test, batch_size, bundle.log_config.unseen_templates, data.test_rare()
+    )
     seconds = time.perf_counter() - t0
     labels = data.test_labels
     m = metrics(scores, labels, bundle.threshold)

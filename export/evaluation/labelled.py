@@ -37,6 +37,7 @@ import numpy as np
 import numpy.typing as npt
 
 from logsieve.bundle import Bundle, open_bundle
+from logsieve.config import LogConfig
 from logsieve.errors import ConfigError, DataError
 from logsieve.export.data.datasets import read_bgl_windows, read_sessions
 from logsieve.export.data.formats import read_records
@@ -55,7 +56,10 @@ from logsieve.export.evaluation.metrics import (
 )
 from logsieve.export.fastlogad.scoring import score_file, window_engine
 from logsieve.logs.keys import KeyExtractor
+from logsieve.logs.novelty import WindowNovelty, judge_offline
 from logsieve.logs.pipeline import Event
+from logsieve.logs.templates import UNKNOWN
+from logsieve.logs.vocab import UNSEEN_SCORE
 from logsieve.logs.windows import Window, replay
 from logsieve.verdict import ScoredWindow, scored_windows, template_ids
 
@@ -83,7 +87,9 @@ class _Scored:
     def add(self, windows: Iterable[ScoredWindow], labels: Iterable[int | None]) -> None:
         for sw, y in zip(windows, labels, strict=True):
             self.anomaly.append(sw.anomaly)
-            self.scores.append(sw.score)
+            # A window a rare new template flags ranks above every scored one, as in
+            # eval --data (score_windows): ROC-AUC then agrees with the verdicts.
+            self.scores.append(UNSEEN_SCORE if any(sw.rare_new) else sw.score)
             self.unseen.append(sw.unknown_lines > 0)
             self.labels.append(y)
 
@@ -165,38 +171,65 @@ def _score_sequences(
     batch_size: int,
     scored: _Scored,
 ) -> None:
-    """Event-id files: ids map through the bundle's table ([UNK] when absent), then
-    the engine and verdict of ``score`` (what ``scoring._scored`` does for raw lines)."""
+    """Event-id files: ids map through the bundle's table (-1, unseen, when absent);
+    then what ``score`` does for windows of raw lines (``model_inputs`` → engine →
+    ``scored_windows``). Under ``unseen_templates = "novelty"`` the windows of all the
+    files are judged at once (:func:`~logsieve.logs.novelty.judge_offline`, as
+    ``eval --data`` judges a pre-parsed test split), an unseen event id standing for
+    itself (``E<id>``)."""
     index = {e: i for i, e in enumerate(bundle_event_ids(bundle))}
+    items: list[tuple[Window[Event], int | None]] = []
+    for n, path in enumerate(tests):
+        if dataset == "hdfs-sessions":
+            seqs = read_sessions(path, TEST_LABELS[test_labels[n]])
+        else:
+            seqs = read_bgl_windows(path)
+        for seq in seqs:
+            events = [Event(None, index.get(e, UNKNOWN), f"E{e}") for e in seq.event_ids]
+            items.append((Window(seq.key, 0.0, 0.0, events), seq.label))
+    judged = _judge_offline([w for w, _ in items], bundle.log_config)
     engine = window_engine(bundle, backend)
     try:
-        for n, path in enumerate(tests):
-            if dataset == "hdfs-sessions":
-                seqs = read_sessions(path, TEST_LABELS[test_labels[n]])
-            else:
-                seqs = read_bgl_windows(path)
-            batch: list[tuple[Window[Event], int | None]] = []
-            for seq in seqs:
-                events = [Event(None, index.get(e, -1), f"E{e}") for e in seq.event_ids]
-                batch.append((Window(seq.key, 0.0, 0.0, events), seq.label))
-                if len(batch) >= batch_size:
-                    _score_batch(bundle, engine, batch, scored)
-                    batch = []
-            _score_batch(bundle, engine, batch, scored)
+        for start in range(0, len(items), batch_size):
+            part = items[start : start + batch_size]
+            windows = [w for w, _ in part]
+            ids = template_ids(windows)
+            verdicts = None if judged is None else judged[start : start + batch_size]
+            if verdicts is not None:  # the model scores the known lines only
+                ids = [[w[i] for i in j.known] for w, j in zip(ids, verdicts, strict=True)]
+            results = engine.score_ids(ids)
+            scored.add(
+                scored_windows(windows, results, bundle.vocab, bundle.threshold, verdicts),
+                [y for _, y in part],
+            )
     finally:
         engine.close()
 
 
-def _score_batch(
-    bundle: Bundle, engine: Any, batch: list[tuple[Window[Event], int | None]], scored: _Scored
-) -> None:
-    if not batch:
-        return
-    windows = [w for w, _ in batch]
-    results = engine.score_ids(template_ids(windows))
-    scored.add(
-        scored_windows(windows, results, bundle.vocab, bundle.threshold), [y for _, y in batch]
-    )
+def _judge_offline(
+    windows: Sequence[Window[Event]], config: LogConfig
+) -> list[WindowNovelty] | None:
+    """The novelty judgement of every window (None unless the policy is ``novelty``).
+
+    :func:`judge_offline` gives each window's count of rare lines; each unseen line of a
+    window with any is marked rare (the verdict is exact; which unseen line of such a
+    window is the rare one only orders the evidence, which eval does not print).
+    """
+    if config.unseen_templates != "novelty":
+        return None
+    unseen = [[e.text for e in w.items if e.template_id < 0] for w in windows]
+    rare = judge_offline(unseen, config.novelty)
+    out = []
+    for w, n_rare in zip(windows, rare, strict=True):
+        ids = [e.template_id for e in w.items]
+        out.append(
+            WindowNovelty(
+                known=[i for i, t in enumerate(ids) if t >= 0],
+                rare=[t < 0 and n_rare > 0 for t in ids],
+                patterns=[e.text if e.template_id < 0 else None for e in w.items],
+            )
+        )
+    return out
 
 
 def _score_raw(

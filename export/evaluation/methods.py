@@ -175,7 +175,10 @@ def _fastlogad(generator: str) -> FitScore:
         val = score_sequences(model, data.validation or data.train, opt.batch_size)
         threshold = threshold_from_normal(val, 0.99)
         t1 = time.perf_counter()
-        scores = score_windows(model, data.test, opt.batch_size, data.log_config.unseen_templates)
+        scores = score_windows(
+            model, data.test, opt.batch_size, data.log_config.unseen_templates,
+            data.test_rare(),
+        )  # fmt: skip
         t2 = time.perf_counter()
 
         def evidence(i: int) -> Evidence:

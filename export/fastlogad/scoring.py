@@ -8,8 +8,9 @@ verdict rule as the server (``logsieve serve``).
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -22,11 +23,12 @@ from logsieve.engine.windows import LocalWindowEngine
 from logsieve.errors import BundleError, ConfigError
 from logsieve.export.data.formats import read_records
 from logsieve.export.fastlogad.model import Discriminator, load_discriminator
-from logsieve.logs.pipeline import Event, windows_of
+from logsieve.logs.novelty import NoveltyTracker
+from logsieve.logs.pipeline import Event, LinePipeline
 from logsieve.logs.templates import TemplateMatcher
-from logsieve.logs.vocab import UNSEEN_SCORE, holds_unknown, pad_batch
+from logsieve.logs.vocab import UNK, UNSEEN_SCORE, holds_unknown, pad_batch
 from logsieve.logs.windows import Window
-from logsieve.verdict import ScoredWindow, scored_windows, template_ids
+from logsieve.verdict import ScoredWindow, model_inputs, scored_windows
 
 __all__ = [
     "EagerEngine",
@@ -80,9 +82,18 @@ def score_windows(
     windows: list[list[IdArray]],
     batch_size: int = 256,
     unseen: UnseenPolicy = "flag",
+    rare: npt.NDArray[np.bool_] | None = None,
 ) -> npt.NDArray[np.float64]:
-    """Score of each window: the highest score of its chunks; ``UNSEEN_SCORE`` for a
-    window holding ``[UNK]`` when ``unseen="flag"`` (``LogConfig.unseen_templates``)."""
+    """Score of each window: the highest score of its chunks.
+
+    ``unseen`` is ``LogConfig.unseen_templates``: ``flag`` scores a window holding
+    ``[UNK]`` ``UNSEEN_SCORE`` (+inf); ``novelty`` scores the known lines only (the
+    ``[UNK]`` tokens left out) and gives ``UNSEEN_SCORE`` to the windows ``rare`` marks
+    (:meth:`~logsieve.export.data.prepare.Prepared.test_rare`); ``score`` scores the
+    ``[UNK]`` tokens like any other.
+    """
+    if unseen == "novelty":
+        windows = [[c[c != UNK] for c in w] for w in windows]
     flat = [c for w in windows for c in w]
     owner = np.repeat(np.arange(len(windows)), [len(w) for w in windows])
     chunk_scores = score_sequences(model, flat, batch_size) if flat else np.zeros(0)
@@ -90,6 +101,8 @@ def score_windows(
     np.maximum.at(out, owner, chunk_scores)
     if unseen == "flag":
         out[[holds_unknown(w) for w in windows]] = UNSEEN_SCORE
+    elif unseen == "novelty" and rare is not None:
+        out[rare] = UNSEEN_SCORE
     return out
 
 
@@ -129,12 +142,15 @@ def score_file(
     pattern: str | None = None,
     batch: int = 64,
     backend: str | None = "auto",
+    on_pattern: Callable[[dict[str, Any]], None] | None = None,
 ) -> Iterator[ScoredWindow]:
     """Score every window of a log file, in order of closing.
 
     ``backend``: the :mod:`logsieve.engine` backend to score with (``auto``: the fastest
     one here) when the bundle is exported; ``None``, or a bundle that was never exported,
-    scores with the eager model from ``model.pt``.
+    scores with the eager model from ``model.pt``. ``on_pattern`` receives each
+    new-pattern record (:meth:`~logsieve.logs.novelty.NoveltyTracker.reports`), as
+    ``serve`` sends them upstream.
     """
     if batch < 1:
         raise ConfigError("batch", batch, "an integer >= 1")
@@ -144,24 +160,35 @@ def score_file(
             "(train on a raw-line dataset to score files)"
         )
     engine = window_engine(bundle, backend)
-    matcher = TemplateMatcher.from_state(bundle.templates_state)
+    pipe = LinePipeline(bundle.log_config, TemplateMatcher.from_state(bundle.templates_state))
     pending: list[Window[Event]] = []
     try:
-        for window in windows_of(read_records(path, fmt, pattern=pattern), bundle.log_config,
-                                 matcher):  # fmt: skip
-            pending.append(window)
+        for record in read_records(path, fmt, pattern=pattern):
+            pending.extend(pipe.feed(record))
             if len(pending) >= batch:
-                yield from _scored(engine, bundle, pending)
+                yield from _scored(engine, bundle, pending, pipe.novelty, on_pattern)
                 pending = []
-        yield from _scored(engine, bundle, pending)
+        pending.extend(pipe.flush())
+        for start in range(0, len(pending), batch):
+            yield from _scored(
+                engine, bundle, pending[start : start + batch], pipe.novelty, on_pattern
+            )
     finally:
         engine.close()
 
 
 def _scored(
-    engine: LocalWindowEngine, bundle: Bundle, windows: Sequence[Window[Event]]
+    engine: LocalWindowEngine,
+    bundle: Bundle,
+    windows: Sequence[Window[Event]],
+    novelty: NoveltyTracker | None,
+    on_pattern: Callable[[dict[str, Any]], None] | None,
 ) -> list[ScoredWindow]:
     if not windows:
         return []
-    scores = engine.score_ids(template_ids(windows))
-    return scored_windows(windows, scores, bundle.vocab, bundle.threshold)
+    ids, judged = model_inputs(windows, novelty)
+    scores = engine.score_ids(ids)
+    if novelty is not None and on_pattern is not None:
+        for report in novelty.reports():
+            on_pattern(report)
+    return scored_windows(windows, scores, bundle.vocab, bundle.threshold, judged)

@@ -264,26 +264,43 @@ def score(
 
     n = flagged = 0
     fmt = fmt or str(bundle.manifest.get("format", "hdfs"))
-    for sw in score_file(bundle, file, fmt, pattern=pattern, backend=backend):
+    patterns: list[dict[str, Any]] = []
+    for sw in score_file(
+        bundle, file, fmt, pattern=pattern, backend=backend, on_pattern=patterns.append
+    ):
         n += 1
         if not sw.anomaly:
             if show_all:
                 click.echo(f"ok   {sw.key} score {sw.score:.4f}")
             continue
         flagged += 1
-        unknown = sw.unknown_lines
-        click.echo(
-            f"FLAG {sw.key}  {_ts(sw.start)} .. {_ts(sw.end)}  {len(sw.lines)} lines  "
-            f"score {sw.score:.4f} > {sw.threshold:.4f}"
-            + (f"  ({unknown} unknown lines)" if unknown else "")
-        )
+        why = " and ".join(
+            f"score {sw.score:.4f} > {sw.threshold:.4f}" if r == "score"
+            else f"{sum(sw.rare_new)} line(s) of a rare new template"
+            for r in sw.reasons
+        ) or f"score {sw.score:.4f} > {sw.threshold:.4f}"  # fmt: skip
+        click.echo(f"FLAG {sw.key}  {_ts(sw.start)} .. {_ts(sw.end)}  {len(sw.lines)} lines  {why}")
         for i in sw.evidence(top):
             line, template = sw.lines[i], sw.templates[i]
             click.echo(
                 f"    {sw.token_probs[i]:5.2f}  {line}"
                 + ("" if template == line else f"   [{template}]")
             )
+    _echo_patterns(patterns)
     click.echo(f"{flagged} of {n} windows flagged", err=True)
+
+
+def _echo_patterns(reports: list[dict[str, Any]]) -> None:
+    """One line per new template (its latest status), on stderr."""
+    latest: dict[int, dict[str, Any]] = {}
+    for r in reports:
+        latest[r["pattern_id"]] = r
+    for r in latest.values():
+        kind = "drift (admitted)" if r["status"] == "admitted" else "rare"
+        click.echo(
+            f"new template, {kind}: {r['pattern']!r}  {r['lines']} lines in {r['keys']} keys",
+            err=True,
+        )
 
 
 def _eval_test_files(

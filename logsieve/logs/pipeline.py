@@ -14,6 +14,7 @@ from typing import Any
 
 from logsieve.config import LogConfig
 from logsieve.logs.keys import KeyExtractor
+from logsieve.logs.novelty import NoveltyTracker
 from logsieve.logs.records import LogRecord
 from logsieve.logs.templates import UNKNOWN, TemplateMatcher, TemplateMiner
 from logsieve.logs.windows import Window, Windower, make_windower
@@ -23,7 +24,10 @@ __all__ = ["Event", "LinePipeline", "mine_templates", "windows_of"]
 
 @dataclass(slots=True, frozen=True)
 class Event:
-    """One line inside a window: its time, template id (or ``UNKNOWN``) and text.
+    """One line inside a window: its time, template id and text.
+
+    A negative template id is a line no training template matched: ``UNKNOWN``, or a
+    new pattern's id (:mod:`logsieve.logs.novelty`).
 
     The text is kept so a flag can show the lines that explain it.
     """
@@ -34,19 +38,24 @@ class Event:
 
     @property
     def unknown(self) -> bool:
-        return self.template_id == UNKNOWN
+        return self.template_id < 0
 
 
 class LinePipeline:
     """Turns records into closed windows of :class:`Event` with one configuration."""
 
-    __slots__ = ("config", "keys", "matcher", "windower")
+    __slots__ = ("config", "keys", "matcher", "novelty", "windower")
 
     def __init__(self, config: LogConfig, matcher: TemplateMatcher) -> None:
         self.config = config
         self.matcher = matcher
         self.keys = KeyExtractor(config.windows)
         self.windower: Windower[Event] = make_windower(config.windows)
+        # Under unseen_templates = "novelty" unseen lines get new-pattern ids, judged
+        # by their spread when their window closes (NoveltyTracker.judge).
+        self.novelty: NoveltyTracker | None = (
+            NoveltyTracker.for_config(config) if config.unseen_templates == "novelty" else None
+        )
 
     def feed(
         self, record: LogRecord, fields: Mapping[str, Any] | None = None
@@ -60,7 +69,13 @@ class LinePipeline:
         """:meth:`feed`, also returning the record's :class:`Event` and its window keys
         (the server uses them to find a record again when its window closes)."""
         keys = self.keys.keys(record, fields)
-        event = Event(record.time, self.matcher.match(record.text), record.text)
+        tid = self.matcher.match(record.text)
+        novelty = self.novelty
+        if novelty is not None:
+            novelty.touch(keys)
+            if tid == UNKNOWN:
+                tid = novelty.observe(record.text, keys, record.time)
+        event = Event(record.time, tid, record.text)
         return event, keys, self.windower.add(record.time, keys, event)
 
     def advance(self, watermark: float) -> list[Window[Event]]:
@@ -83,6 +98,7 @@ class LinePipeline:
             "late": w.late,
             "windows_closed": dict(w.closed),
             "windows_open": self.windower.open_windows,
+            **({"novelty": self.novelty.stats()} if self.novelty is not None else {}),
         }
 
 

@@ -29,13 +29,23 @@ def window(score: float = 0.9, threshold: float = 0.5, **kw: Any) -> ScoredWindo
     return ScoredWindow(**base)
 
 
+def test_a_rare_new_template_flags_the_window_and_leads_the_evidence() -> None:
+    w = window(score=0.1, rare_new=[False, False, False, True])
+    assert w.anomaly and w.reasons == ["rare_new_template"]
+    rec = build_flag(w, model_id="m", detector="fastlogad", top_k=2)
+    assert rec["verdict"] == "anomaly" and rec["reasons"] == ["rare_new_template"]
+    assert rec["evidence"][0]["line"] == w.lines[3]
+    assert not window(score=0.1, rare_new=[False] * 4).anomaly
+
+
 def test_flag_record_fields() -> None:
     w = window()
     rec = build_flag(w, model_id="hdfs-fastlogad-1", detector="fastlogad", top_k=2)
     assert set(rec) == {
         "flag_id", "key", "window_start", "window_end", "lines", "score", "threshold",
-        "model_id", "detector", "verdict", "evidence",
+        "model_id", "detector", "verdict", "reasons", "evidence",
     }  # fmt: skip
+    assert rec["reasons"] == ["score"]
     assert rec["key"] == w.key
     assert (rec["window_start"], rec["window_end"]) == (1226218519.0, 1226218583.5)
     assert rec["lines"] == 4

@@ -103,24 +103,26 @@ async def test_flags_arrive_upstream_with_evidence_when_windows_flush_at_shutdow
     assert stats.records_acked >= len(flags) and stats.dropped_records == 0
     odd = flags[ODD_BLOCK]
     assert {e["line"] for e in odd["evidence"]} == set(ODD_LINES)
-    assert all(e["template"] == "[UNK]" for e in odd["evidence"])
+    # New templates: named by their masked pattern, and the reason says so.
+    assert all(e["template"].startswith("[NEW] ") for e in odd["evidence"])
+    assert odd["reasons"] == ["rare_new_template"]
     texts = {r["log"] for _, r in events}
     for key, flag in flags.items():
         assert flag["model_id"] == tiny_bundle.model_id
         assert flag["threshold"] == pytest.approx(tiny_bundle.threshold)
         assert flag["verdict"] == "anomaly"
-        assert flag["score"] is None or flag["score"] > flag["threshold"]
+        assert "rare_new_template" in flag["reasons"] or flag["score"] > flag["threshold"]
         json.dumps(flag, allow_nan=False)  # valid JSON: no inf/NaN reaches upstream
         assert flag["lines"] == sum(1 for _, r in events if key in r["log"])
         assert flag["window_start"] <= flag["window_end"] and len(flag["flag_id"]) == 32
         assert 1 <= len(flag["evidence"]) <= 5
         assert all(e["line"] in texts and key in e["line"] for e in flag["evidence"])
-        # The documented order: lines no training template matched first (a window
-        # holding one is flagged by that alone), then by replaced-token probability.
+        # The documented order: lines of rare new templates first (a window holding
+        # one is flagged by that), then by replaced-token probability.
         order = [(e["template_id"] >= 0, -e["prob"]) for e in flag["evidence"]]
         assert order == sorted(order)
         if any(e["template_id"] < 0 for e in flag["evidence"]):
-            assert flag["score"] is None and flag["score_reason"] == "unseen_template"
+            assert "rare_new_template" in flag["reasons"] and flag["score"] is not None
 
 
 async def test_idle_windows_close_on_the_clock_and_metrics_show_it(

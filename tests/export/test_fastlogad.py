@@ -102,7 +102,12 @@ def test_bundle_eval_and_score(logs: Path, synth: tuple[SynthLog, SynthLog]) -> 
     assert m["tp"] + m["fp"] + m["fn"] + m["tn"] == len(data.test)
     assert report["dedup"]["n_test"] <= len(data.test)
     # The reported ROC-AUC is the pairwise ranking of these very scores.
-    scores = score_windows(load_model(bundle), data.test, unseen=bundle.log_config.unseen_templates)
+    scores = score_windows(
+        load_model(bundle),
+        data.test,
+        unseen=bundle.log_config.unseen_templates,
+        rare=data.test_rare(),
+    )
     labels = data.test_labels.astype(bool)
     pairs = scores[labels][:, None] - scores[~labels][None, :]  # (anomalous, normal)
     assert m["roc_auc"] == pytest.approx(np.mean((pairs > 0) + 0.5 * (pairs == 0)))
@@ -122,7 +127,7 @@ def test_bundle_eval_and_score(logs: Path, synth: tuple[SynthLog, SynthLog]) -> 
     results = list(score_file(bundle, logs / "test.log", "hdfs"))
     assert len(results) == 60
     for sw in results:
-        assert sw.anomaly == (sw.score > bundle.threshold)
+        assert sw.anomaly == (sw.score > bundle.threshold or any(sw.rare_new))
         top = sw.evidence(2)
         assert len(top) == min(2, len(sw.lines))
         probs = [sw.token_probs[i] for i in top if sw.template_ids[i] >= 0]

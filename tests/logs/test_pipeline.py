@@ -4,6 +4,7 @@ clock-driven advance() calls in between."""
 
 from __future__ import annotations
 
+import dataclasses
 import random
 
 import pytest
@@ -11,6 +12,7 @@ import pytest
 from logsieve.config import LogConfig
 from logsieve.export.data.formats import default_log_config
 from logsieve.export.data.synth import generate_bgl, generate_hdfs
+from logsieve.logs.novelty import is_novel
 from logsieve.logs.pipeline import Event, LinePipeline, mine_templates, windows_of
 from logsieve.logs.records import LogRecord
 from logsieve.logs.templates import UNKNOWN, TemplateMatcher, TemplateMiner
@@ -76,6 +78,14 @@ def test_unseen_lines_are_unknown_and_counted() -> None:
     pipe = LinePipeline(config, matcher)
     pipe.feed(LogRecord(1.0, None, "completely novel text about blk_42"))
     (window,) = pipe.flush()
-    assert window.key == "blk_42" and window.items[0].template_id == UNKNOWN
+    # Matched no template (counted as unknown); the novelty tracker named its pattern.
+    assert window.key == "blk_42" and is_novel(window.items[0].template_id)
+    assert window.items[0].unknown
     stats = pipe.stats()
     assert stats["unknown_lines"] == 1 and stats["unknown_rate"] == 1.0
+    assert stats["novelty"]["patterns"] == 1
+    flag = dataclasses.replace(config, unseen_templates="flag")
+    pipe = LinePipeline(flag, matcher)
+    pipe.feed(LogRecord(1.0, None, "completely novel text about blk_42"))
+    (window,) = pipe.flush()
+    assert window.items[0].template_id == UNKNOWN and pipe.novelty is None
