@@ -117,6 +117,10 @@ def test_nested_tables_merge_key_by_key_and_lists_replace(tmp_path: Path) -> Non
     assert cfg.windows == dataclasses.replace(preset.windows, max_lines=50)
     assert cfg.templates == dataclasses.replace(preset.templates, sim_th=0.7)
     assert cfg.masking.rules == preset.masking.rules and cfg.masking.max_line_chars == 100
+    # A table the merge has no code for (any config field) layers the same way.
+    novelty = load_log_config(_toml(tmp_path, "[log.novelty]\nadmit_min_keys = 5\n"), preset)
+    assert novelty.novelty == dataclasses.replace(preset.novelty, admit_min_keys=5)
+    assert novelty.windows == preset.windows
     rules = load_log_config(
         _toml(tmp_path, '[[log.masking.rules]]\nname = "NUM"\npattern = "\\\\d+"\n'), preset
     )
