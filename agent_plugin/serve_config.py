@@ -28,22 +28,17 @@ Nested tables (``server.limits``, ``server.users``) come from the file only.
 from __future__ import annotations
 
 import dataclasses
-import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from logsieve.config_file import read_tables
 from logsieve.errors import ConfigError
 
 from .pipeline_config import PipelineConfig
 from .server_config import ServerConfig
 from .upstream_config import UpstreamConfig
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - Python 3.10
-    import tomli as tomllib  # type: ignore[import-not-found,unused-ignore]
 
 __all__ = ["ENV_PREFIX", "ServeSettings", "load_serve_settings", "parse_hostport"]
 
@@ -115,18 +110,9 @@ def load_serve_settings(
 
 
 def _read_file(path: Path) -> dict[str, dict[str, Any]]:
-    if not path.is_file():
-        raise ConfigError("config", str(path), "an existing TOML file")
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError("config", str(path), f"valid TOML ({exc})") from None
-    for key, value in data.items():
-        if key not in _TABLES:
-            raise ConfigError(key, value, f"a table named one of {', '.join(_TABLES)}")
-        if not isinstance(value, dict):
-            raise ConfigError(key, value, "a table ([server], [upstream], [pipeline])")
-    return {str(k): dict(v) for k, v in data.items()}
+    # The same reader as every --config: a [log] table here is refused, naming the
+    # command it belongs to (serving takes its log settings from the bundle).
+    return read_tables(path, tuple(_TABLES))
 
 
 def _from_env(env: Mapping[str, str]) -> dict[str, dict[str, Any]]:

@@ -12,18 +12,13 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
-import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from logsieve.config_file import LOG_TABLES, deep_merge, read_tables
 from logsieve.errors import ConfigError
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - Python 3.10
-    import tomli as tomllib  # type: ignore[import-not-found,unused-ignore]
 
 __all__ = [
     "DEFAULT_MASK_RULES",
@@ -414,18 +409,23 @@ def _jsonable(obj: Any) -> Any:
     return obj
 
 
-def load_log_config(path: Path) -> LogConfig:
-    """Read a TOML file with a ``[log]`` table (and its sub-tables).
+def load_log_config(path: Path, base: LogConfig | None = None) -> LogConfig:
+    """Read the ``[log]`` table of a TOML file and lay it over ``base``.
 
-    A missing file is an error, never a silent default.
+    ``base`` is the preset the command would use without a file (the dataset's
+    :func:`~logsieve.export.data.formats.default_log_config`); ``None`` means
+    :class:`LogConfig`'s defaults. The table overrides only the keys it names:
+    sub-tables (``[log.windows]``, ``[log.templates]``, ``[log.masking]``) merge key by
+    key, lists (``text_fields``, ``[[log.masking.rules]]``) replace the base's
+    (:func:`~logsieve.config_file.deep_merge`). A missing file, a file without
+    ``[log]``, any other top-level table and any unknown key are
+    :class:`ConfigError` naming the file.
     """
-    if not path.is_file():
-        raise ConfigError("config", str(path), "an existing TOML file")
+    table = read_tables(path, LOG_TABLES, required=("log",))["log"]
+    merged = deep_merge((base or LogConfig()).to_dict(), table)
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError("config", str(path), f"valid TOML ({exc})") from None
-    try:
-        return LogConfig.from_dict(data.get("log", {}))
+        return LogConfig.from_dict(merged)
+    except ConfigError as exc:
+        raise ConfigError(exc.field, exc.value, f"{exc.allowed} (in {path})") from None
     except TypeError as exc:
-        raise ConfigError("log", data.get("log"), f"valid settings ({exc})") from None
+        raise ConfigError("log", table, f"valid settings in {path} ({exc})") from None

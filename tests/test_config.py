@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
 
 from logsieve.config import LogConfig, MaskRule, TemplateConfig, WindowConfig, load_log_config
+from logsieve.config_file import SERVE_TABLES, deep_merge
 from logsieve.errors import ConfigError, LogsieveError
 
 
@@ -82,3 +84,108 @@ def test_masking_settings_survive_the_round_trip() -> None:
 
     cfg = LogConfig(masking=MaskingConfig(rules=(MaskRule("NUM", r"\d+"),), max_line_chars=100))
     assert LogConfig.from_dict(cfg.to_dict()) == cfg
+
+
+def _toml(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "log.toml"
+    path.write_text(text)
+    return path
+
+
+def test_a_log_table_overrides_only_the_keys_it_names(tmp_path: Path) -> None:
+    """The issue's case: only ``unseen_templates`` given, over the HDFS preset."""
+    from logsieve.export.data.formats import default_log_config
+
+    preset = default_log_config("hdfs")
+    assert preset.windows.idle_timeout == 86_400.0 and preset.templates.depth == 5
+    cfg = load_log_config(_toml(tmp_path, '[log]\nunseen_templates = "score"\n'), preset)
+    assert cfg.unseen_templates == "score"
+    assert cfg == dataclasses.replace(preset, unseen_templates="score")
+
+
+def test_nested_tables_merge_key_by_key_and_lists_replace(tmp_path: Path) -> None:
+    from logsieve.export.data.prepare import dataset_log_config
+
+    preset = dataset_log_config("hdfs-sessions")
+    path = _toml(
+        tmp_path,
+        '[log]\ntext_fields = ["msg"]\n[log.windows]\nmax_lines = 50\n'
+        "[log.templates]\nsim_th = 0.7\n[log.masking]\nmax_line_chars = 100\n",
+    )
+    cfg = load_log_config(path, preset)
+    assert cfg.text_fields == ("msg",)  # a list replaces the preset's
+    assert cfg.windows == dataclasses.replace(preset.windows, max_lines=50)
+    assert cfg.templates == dataclasses.replace(preset.templates, sim_th=0.7)
+    assert cfg.masking.rules == preset.masking.rules and cfg.masking.max_line_chars == 100
+    # A table the merge has no code for (any config field) layers the same way.
+    novelty = load_log_config(_toml(tmp_path, "[log.novelty]\nadmit_min_keys = 5\n"), preset)
+    assert novelty.novelty == dataclasses.replace(preset.novelty, admit_min_keys=5)
+    assert novelty.windows == preset.windows
+    rules = load_log_config(
+        _toml(tmp_path, '[[log.masking.rules]]\nname = "NUM"\npattern = "\\\\d+"\n'), preset
+    )
+    assert [r.name for r in rules.masking.rules] == ["NUM"]  # the rule list replaces
+    assert rules.masking.max_line_chars == preset.masking.max_line_chars
+
+
+def test_deep_merge_is_generic() -> None:
+    base = {"a": 1, "t": {"x": 1, "y": [1, 2], "u": {"p": 1}}, "l": [1]}
+    over = {"t": {"y": [3], "u": {"q": 2}, "new": True}, "l": [], "b": None}
+    assert deep_merge(base, over) == {
+        "a": 1, "t": {"x": 1, "y": [3], "u": {"p": 1, "q": 2}, "new": True}, "l": [], "b": None,
+    }  # fmt: skip
+    assert base["t"] == {"x": 1, "y": [1, 2], "u": {"p": 1}}  # inputs untouched
+
+
+@pytest.mark.parametrize(
+    ("text", "field", "says"),
+    [
+        ('[lgo]\nunseen_templates = "score"\n', "lgo", "only [log] in "),
+        ("[server]\nport = 1\n[log]\nmax_len = 64\n", "server", "belongs in a serve config"),
+        ('unseen_templates = "score"\n', "unseen_templates", "only [log] in "),
+        ('[log]\nunseen_template = "score"\n', "log.unseen_template", "a known setting"),
+        ("[log.windows]\nidle_timout = 5\n", "windows.idle_timout", "a known setting"),
+        ("[log.templates]\ndepht = 5\n", "templates.depht", "a known setting"),
+        ("[log.windows]\nidle_timeout = -1\n", "windows.idle_timeout", "seconds > 0"),
+        ("", "log", "a [log] table in "),
+        ("# only a comment\n", "log", "(it has none)"),
+    ],
+)
+def test_a_bad_log_config_file_is_an_error_naming_file_and_table(
+    tmp_path: Path, text: str, field: str, says: str
+) -> None:
+    path = _toml(tmp_path, text)
+    with pytest.raises(ConfigError) as info:
+        load_log_config(path, LogConfig())
+    assert info.value.field == field
+    assert says in str(info.value) and str(path) in str(info.value)
+
+
+def test_a_serve_config_refuses_a_log_table(tmp_path: Path) -> None:
+    from logsieve.agent_plugin.serve_config import _TABLES, load_serve_settings
+
+    assert tuple(_TABLES) == SERVE_TABLES
+    path = _toml(tmp_path, "[server]\nport = 25000\n[log]\nmax_len = 64\n")
+    with pytest.raises(ConfigError, match=r"\[log\] belongs in a log config") as info:
+        load_serve_settings(path)
+    assert info.value.field == "log" and str(path) in str(info.value)
+
+
+@pytest.mark.parametrize("command", ["train", "templates", "windows"])
+def test_every_log_config_command_rejects_a_misspelt_table(tmp_path: Path, command: str) -> None:
+    from click.testing import CliRunner
+
+    from logsieve.cli.main import main
+
+    log = tmp_path / "x.log"
+    log.write_text("081109 203615 148 INFO dfs.DataNode$PacketResponder: blk_1 terminating\n")
+    path = _toml(tmp_path, '[lgo]\nunseen_templates = "score"\n')
+    args = {
+        "train": ["train", "--dataset", "hdfs", "--data", str(log), "--out", str(tmp_path / "b")],
+        "templates": ["templates", str(log)],
+        "windows": ["windows", str(log)],
+    }[command]
+    result = CliRunner().invoke(main, [*args, "--config", str(path)])
+    assert result.exit_code == 1, result.output
+    assert "Error: lgo=" in result.output and "only [log] in" in result.output
+    assert not (tmp_path / "b").exists()

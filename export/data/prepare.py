@@ -41,7 +41,14 @@ from logsieve.logs.templates import TemplateMatcher
 from logsieve.logs.vocab import Vocab
 from logsieve.logs.windows import replay
 
-__all__ = ["DATASETS", "LINE_DATASETS", "Prepared", "block_labels", "prepare"]
+__all__ = [
+    "DATASETS",
+    "LINE_DATASETS",
+    "Prepared",
+    "block_labels",
+    "dataset_log_config",
+    "prepare",
+]
 
 IdArray = npt.NDArray[np.int64]
 DATASETS = ("hdfs", "hdfs-sessions", "bgl", "bgl-windows", "thunderbird", "lines")
@@ -90,21 +97,24 @@ def prepare(
     labels_path: Path | None = None,
     pattern: str | None = None,
     templates_state: dict[str, Any] | None = None,
+    vocab_event_ids: list[int] | None = None,
 ) -> Prepared:
     """Read ``path`` as ``dataset`` (one of :data:`DATASETS`) and split it.
 
     ``templates_state``: a bundle's template state to label raw lines with (evaluation);
     without it, templates are mined over the training windows' lines.
+    ``vocab_event_ids``: for the pre-parsed datasets, a bundle's table of the event id
+    each template id stands for (its manifest's ``data.vocab_event_ids``); ids map
+    through it instead of a vocabulary re-derived from this folder's training file.
     """
     if dataset not in DATASETS:
         raise ConfigError("dataset", dataset, f"one of {', '.join(DATASETS)}")
-    fmt = dataset.split("-")[0] if dataset != "lines" else "lines"
-    config = log_config or default_log_config(fmt)
+    config = log_config or dataset_log_config(dataset)
     n = train_n if train_n is not None else _TRAIN_N.get(dataset, _DEFAULT_TRAIN_N)
     if dataset == "hdfs-sessions":
-        data = _hdfs_sessions(Path(path), config, val_fraction)
+        data = _hdfs_sessions(Path(path), config, val_fraction, vocab_event_ids)
     elif dataset == "bgl-windows":
-        data = _bgl_windows(Path(path), config, n, val_fraction)
+        data = _bgl_windows(Path(path), config, n, val_fraction, vocab_event_ids)
     else:
         assert n is not None
         data = _raw(
@@ -112,6 +122,15 @@ def prepare(
         )
     data.summary["split"] = {"train_n": n, "val_fraction": val_fraction}
     return data
+
+
+def dataset_log_config(dataset: str) -> LogConfig:
+    """The preset :class:`LogConfig` of a dataset: its log format's (the pre-parsed
+    ``hdfs-sessions``/``bgl-windows`` take ``hdfs``/``bgl``). A ``--config`` file is
+    layered over it (:func:`logsieve.config.load_log_config`)."""
+    if dataset not in DATASETS:
+        raise ConfigError("dataset", dataset, f"one of {', '.join(DATASETS)}")
+    return default_log_config(dataset.split("-")[0])
 
 
 def _encode(vocab: Vocab, ids: list[int], config: LogConfig) -> list[IdArray]:
@@ -169,7 +188,9 @@ def _unseen_event_ids(item: Sequence, ids: list[int]) -> list[str]:
     return [f"E{e}" for e, t in zip(item.event_ids, ids, strict=True) if t < 0]
 
 
-def _hdfs_sessions(path: Path, config: LogConfig, val_fraction: float) -> Prepared:
+def _hdfs_sessions(
+    path: Path, config: LogConfig, val_fraction: float, given: list[int] | None
+) -> Prepared:
     if not path.is_dir():
         raise DataError(
             f"{path}: hdfs-sessions needs a folder with train_normal, dev_normal, dev_abnormal"
@@ -178,7 +199,7 @@ def _hdfs_sessions(path: Path, config: LogConfig, val_fraction: float) -> Prepar
     names = _hdfs_template_names(path / "HDFS_templates.csv")
     # Event ids are loghub's 1-based numbering; template text i is event id i + 1.
     vocab, ids_of, seen = _training_vocab(
-        sessions, lambda e: names[e - 1] if 0 < e <= len(names) else None
+        sessions, lambda e: names[e - 1] if 0 < e <= len(names) else None, given
     )
     return _finish(
         "hdfs-sessions", config, vocab, None, sessions, ids_of,
@@ -186,7 +207,9 @@ def _hdfs_sessions(path: Path, config: LogConfig, val_fraction: float) -> Prepar
     )  # fmt: skip
 
 
-def _training_vocab(split: Any, name: Any) -> tuple[Vocab, Any, list[int]]:
+def _training_vocab(
+    split: Any, name: Any, given: list[int] | None = None
+) -> tuple[Vocab, Any, list[int]]:
     """The vocabulary of the event ids the *training* split holds (train + validation),
     ``ids_of(item)`` mapping an item's event ids into it (others: ``-1``), and the
     event id of each template id.
@@ -195,8 +218,12 @@ def _training_vocab(split: Any, name: Any) -> tuple[Vocab, Any, list[int]]:
     when serving: no embedding is trained for it, and neither the vocabulary nor the
     model depends on what the test split contains. ``name(event_id)`` gives a
     template's text (None when unknown: the vocabulary then keeps no texts).
+    ``given``: a bundle's event id of each template id, used as it is (evaluation).
     """
-    seen = sorted({e for s in split.train + split.validation for e in s.event_ids})
+    if given is not None:
+        seen = list(given)
+    else:
+        seen = sorted({e for s in split.train + split.validation for e in s.event_ids})
     index = {e: i for i, e in enumerate(seen)}
     texts = [name(e) for e in seen]
     vocab = Vocab(len(seen), texts if all(t is not None for t in texts) else None)
@@ -212,13 +239,19 @@ def _hdfs_template_names(path: Path) -> list[str]:
 
 
 def _bgl_windows(
-    path: Path, config: LogConfig, train_n: int | None, val_fraction: float
+    path: Path,
+    config: LogConfig,
+    train_n: int | None,
+    val_fraction: float,
+    given: list[int] | None,
 ) -> Prepared:
     jsonl = path / "train.jsonl" if path.is_dir() else path
     tsv = jsonl.with_name("templates.tsv")
     names = read_templates_tsv(tsv) if tsv.is_file() else {}
     split = chronological_split(read_bgl_windows(jsonl), train_n=train_n, val_fraction=val_fraction)
-    vocab, ids_of, seen = _training_vocab(split, lambda e: names.get(e, f"E{e}") if names else None)
+    vocab, ids_of, seen = _training_vocab(
+        split, lambda e: names.get(e, f"E{e}") if names else None, given
+    )
     return _finish(
         "bgl-windows", config, vocab, None, split, ids_of,
         {"source": str(jsonl), "vocab_event_ids": seen},

@@ -17,18 +17,24 @@ import torch
 from logsieve.bundle import Bundle, open_bundle
 from logsieve.errors import BundleError, DataError
 from logsieve.export.adalog.bundle import score_lines
-from logsieve.export.data.prepare import Prepared, prepare
+from logsieve.export.data.prepare import LINE_DATASETS, Prepared, prepare
 from logsieve.export.evaluation.metrics import metrics, projected_hdfs
 from logsieve.export.fastlogad.scoring import load_model, score_windows
 
 __all__ = [
+    "PRE_PARSED",
+    "bundle_event_ids",
     "check_bundle_data",
+    "check_bundle_reads",
     "evaluate",
     "evaluate_adalog",
     "evaluate_bundle",
     "flat_report",
     "format_report",
 ]
+
+# Datasets of pre-parsed event ids (no raw lines): their ids map through the bundle's table.
+PRE_PARSED = ("hdfs-sessions", "bgl-windows")
 
 
 def evaluate_bundle(
@@ -47,6 +53,7 @@ def evaluate_bundle(
     read with the bundle's own log settings and templates (see :func:`evaluate`)."""
     bundle = open_bundle(bundle_path)
     check_bundle_data(bundle, None)  # the wrong detector fails before the data is read
+    check_bundle_reads(bundle, dataset)
     if threads:
         torch.set_num_threads(threads)
     data = prepare(
@@ -58,9 +65,52 @@ def evaluate_bundle(
         labels_path=labels_path,
         pattern=pattern,
         templates_state=bundle.templates_state,
+        vocab_event_ids=bundle_event_ids(bundle) if dataset in PRE_PARSED else None,
     )
     check_bundle_data(bundle, data)
     return evaluate(bundle, data, batch_size=batch_size)
+
+
+def check_bundle_reads(bundle: Bundle, dataset: str) -> None:
+    """Refuse a dataset kind the bundle was not trained on: raw lines need the bundle's
+    templates, pre-parsed event ids its event-id table (:func:`bundle_event_ids`)."""
+    if dataset in LINE_DATASETS and bundle.templates_state is None:
+        raise BundleError(
+            f"{bundle.path}: trained on pre-parsed event ids, it has no templates to read "
+            f"raw {dataset} lines with (evaluate it on hdfs-sessions/bgl-windows data)"
+        )
+    if dataset in PRE_PARSED:
+        if bundle.templates_state is not None:
+            raise BundleError(
+                f"{bundle.path}: trained on raw {bundle.manifest.get('format')} lines; "
+                f"its template ids are not {dataset} event ids"
+            )
+        bundle_event_ids(bundle)
+
+
+def bundle_event_ids(bundle: Bundle) -> list[int]:
+    """The event id each template id of a pre-parsed bundle stands for (manifest
+    ``data.vocab_event_ids``, written at training): the only correct way to map a
+    session or window file's event ids to the model's ids. Re-deriving it from a data
+    folder would silently map ids wrongly when that folder's training file differs."""
+    data = bundle.manifest.get("data")
+    ids = data.get("vocab_event_ids") if isinstance(data, dict) else None
+    n = bundle.vocab.n_templates if bundle.vocab is not None else None
+    if not (
+        isinstance(ids, list)
+        and all(isinstance(e, int) and not isinstance(e, bool) for e in ids)
+        and len(set(ids)) == len(ids)
+    ):
+        raise BundleError(
+            f"{bundle.path}: the manifest has no data.vocab_event_ids table (event id of "
+            "each template id), so event ids cannot be mapped to this model's ids; "
+            "retrain the bundle with this logsieve"
+        )
+    if len(ids) != n:
+        raise BundleError(
+            f"{bundle.path}: data.vocab_event_ids has {len(ids)} ids, the vocabulary {n}"
+        )
+    return ids
 
 
 def check_bundle_data(bundle: Bundle, data: Prepared | None) -> None:

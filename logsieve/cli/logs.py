@@ -19,7 +19,8 @@ def _log_config(fmt: str, config_path: Path | None) -> LogConfig:
     from logsieve.config import load_log_config
     from logsieve.export.data.formats import default_log_config
 
-    return load_log_config(config_path) if config_path else default_log_config(fmt)
+    preset = default_log_config(fmt)
+    return load_log_config(config_path, preset) if config_path else preset
 
 
 @click.command()

@@ -6,6 +6,7 @@ bundle. Each command calls one library function of ``logsieve.export`` and print
 
 from __future__ import annotations
 
+import functools
 import json
 from datetime import datetime, timezone
 from pathlib import Path
@@ -17,6 +18,10 @@ from logsieve.cli.options import BACKEND_CHOICES, FORMATS
 from logsieve.export.data.prepare import DATASETS
 
 __all__ = ["COMMANDS"]
+
+# --test-label choices (logsieve.export.evaluation.labelled.TEST_LABELS, which imports
+# torch: written here so --help stays fast; tests/export/test_labelled.py keeps them equal).
+TEST_LABELS = ("normal", "anomalous")
 
 # The harness's method names (logsieve.export.evaluation.methods.METHODS, which imports
 # torch: written here so --help stays fast; tests/export/test_harness.py keeps them equal).
@@ -32,12 +37,15 @@ _SPLIT_HELP = (
 )
 
 
-def _data_options(func: Any) -> Any:
+def _data_options(func: Any, *, data_required: bool = True) -> Any:
     for option in reversed(
         [
             click.option("--dataset", type=click.Choice(DATASETS), required=True, help=_SPLIT_HELP),
             click.option(
-                "--data", "data_path", type=click.Path(exists=True, path_type=Path), required=True
+                "--data",
+                "data_path",
+                type=click.Path(exists=True, path_type=Path),
+                required=data_required,
             ),
             click.option("--train-n", type=int, default=None, help="Normal windows to train on."),
             click.option("--val-fraction", type=float, default=0.1, show_default=True),
@@ -76,7 +84,9 @@ def _data_options(func: Any) -> Any:
 @click.option("--d-model", type=int, default=None, help="Default: fastlogad 256, adalog 128.")
 @click.option("--layers", type=int, default=None, help="Default: fastlogad 4, adalog 2.")
 @click.option("--threads", type=int, default=None, help="torch threads (default: all cores).")
-@click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="TOML file with a [log] table: the keys it names override the "
+                   "dataset's preset, the rest stay.")  # fmt: skip
 @click.option(
     "--no-export",
     "no_export",
@@ -101,13 +111,15 @@ def train(
           --data ../shared/data/bgl/raw/BGL_2k.log --out bundles/bgl-adalog
     """
     from logsieve.config import load_log_config
+    from logsieve.export.data.prepare import dataset_log_config
     from logsieve.export.training import TrainRequest, train_detector
 
+    preset = dataset_log_config(opts["dataset"])
     request = TrainRequest(
         detector=detector,  # type: ignore[arg-type]  # click.Choice checked it
         data_path=data_path,
         out=out,
-        log_config=load_log_config(config_path) if config_path else None,
+        log_config=load_log_config(config_path, preset) if config_path else None,
         labels_path=labels,
         layers=layers,
         export=not no_export,
@@ -121,7 +133,16 @@ def train(
               help="Evaluate this trained bundle (or use --method).")  # fmt: skip
 @click.option("--method", "methods", type=click.Choice(METHODS), multiple=True,
               help="Fit and evaluate this method on the split (repeatable).")  # fmt: skip
-@_data_options
+@functools.partial(_data_options, data_required=False)
+@click.option("--test", "tests", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              multiple=True, help="--bundle: score this labelled file, all of it as test "
+              "data, with the bundle's own vocabulary and templates (repeatable; instead "
+              "of --data).")  # fmt: skip
+@click.option("--test-label", "test_labels", type=click.Choice(TEST_LABELS), multiple=True,
+              help="hdfs-sessions: the class of the --test file at the same position "
+              "(session files carry no labels).")  # fmt: skip
+@click.option("--backend", type=click.Choice(BACKEND_CHOICES), default="auto",
+              show_default=True, help="--test: the engine, as for score.")  # fmt: skip
 @click.option("--seeds", type=int, default=1, show_default=True, help="--method: seeds 0..N-1.")
 @click.option("--plots", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="--method: write score, ROC/PR and evidence PNGs here.")  # fmt: skip
@@ -134,8 +155,9 @@ def train(
 @click.option("--batch-size", type=int, default=256, show_default=True)
 def eval_(
     bundle_path: Path | None, methods: tuple[str, ...], as_json: bool, batch_size: int,
-    dataset: str, data_path: Path, seeds: int, plots: Path | None, out: Path | None,
-    labels: Path | None, tiny: bool, epochs: int | None, threads: int | None, **split: Any,
+    dataset: str, data_path: Path | None, seeds: int, plots: Path | None, out: Path | None,
+    labels: Path | None, tiny: bool, epochs: int | None, threads: int | None,
+    tests: tuple[Path, ...], test_labels: tuple[str, ...], backend: str, **split: Any,
 ) -> None:  # fmt: skip
     """Evaluate a bundle, or fit and evaluate methods, on a dataset's test split.
 
@@ -146,15 +168,36 @@ def eval_(
     Prints P, R, F1, ROC-AUC, PR-AUC, FPR (for hdfs-sessions also projected to HDFS's
     real class ratio); --method prints mean ± std over seeds as a Markdown table.
 
+    --bundle with --test FILE (repeatable, instead of --data): every window of the files
+    is test data, read with the bundle's own settings, templates and event-id table and
+    judged exactly as score judges it. Labels: hdfs-sessions files by --test-label;
+    bgl-windows JSONL and bgl/thunderbird lines carry their own; hdfs logs by block
+    (--labels, default <log>.block_labels.csv beside it); lines logs by window key
+    (--labels Key,Label CSV). Prints windows per class, flagged counts, P, R, F1, FPR,
+    ROC-AUC and how many windows held templates the training never saw.
+
     \b
     Example:
       logsieve eval --bundle bundles/hdfs-mlm --dataset hdfs-sessions \\
           --data ../shared/data/hdfs/sessions --json
+      logsieve eval --bundle bundles/hdfs-mlm --dataset hdfs-sessions \\
+          --test ../shared/data/hdfs/sessions/dev_normal --test-label normal \\
+          --test ../shared/data/hdfs/sessions/dev_abnormal --test-label anomalous
+      logsieve eval --bundle bundles/hdfs-raw --dataset hdfs \\
+          --test ../shared/data/hdfs/raw/HDFS_5k.log
       logsieve eval --method iforest --method deeplog --seeds 3 --dataset hdfs-sessions \\
           --data ../shared/data/hdfs/sessions --plots plots/
     """
     if (bundle_path is None) == (not methods):
         raise click.UsageError("give either --bundle or --method")
+    if bundle_path is not None and tests:
+        _eval_test_files(bundle_path, dataset, tests, test_labels, labels, backend,
+                         batch_size, threads, as_json, split, plots)  # fmt: skip
+        return
+    if tests or test_labels:
+        raise click.UsageError("--test/--test-label need --bundle")
+    if data_path is None:
+        raise click.UsageError("give --data (or, with --bundle, --test FILE)")
     if methods:
         from logsieve.export.evaluation.harness import EvalOptions, run
 
@@ -262,6 +305,34 @@ def _echo_patterns(reports: list[dict[str, Any]]) -> None:
             f"new template, {kind}: {r['pattern']!r}  {r['lines']} lines in {r['keys']} keys",
             err=True,
         )
+
+
+def _eval_test_files(
+    bundle_path: Path, dataset: str, tests: tuple[Path, ...], test_labels: tuple[str, ...],
+    labels: Path | None, backend: str, batch_size: int, threads: int | None, as_json: bool,
+    split: dict[str, Any], plots: Path | None,
+) -> None:  # fmt: skip
+    ctx = click.get_current_context()
+    given = [
+        f"--{name.replace('_', '-')}"
+        for name in ("data_path", "train_n", "val_fraction")
+        if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE
+    ]
+    if given or plots is not None:
+        given += ["--plots"] if plots is not None else []
+        raise click.UsageError(f"--test scores whole files: {', '.join(given)} do not apply")
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+    from logsieve.export.evaluation.bundle_eval import flat_report
+    from logsieve.export.evaluation.labelled import evaluate_labelled, format_labelled_report
+
+    report = evaluate_labelled(bundle_path, dataset, tests, test_labels=test_labels,
+                               labels_path=labels, pattern=split.get("pattern"),
+                               backend=backend, batch_size=batch_size)  # fmt: skip
+    click.echo(json.dumps(flat_report(report), indent=1) if as_json
+               else format_labelled_report(report))  # fmt: skip
 
 
 def _score_lines(bundle: Any, file: Path, fmt: str, top: int, show_all: bool) -> None:

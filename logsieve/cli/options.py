@@ -27,7 +27,8 @@ def log_options(func: F) -> F:
         "config_path",
         type=click.Path(path_type=Path, dir_okay=False),
         default=None,
-        help="TOML file with a [log] table (masking, templates, windows). Default: built-in.",
+        help="TOML file with a [log] table (masking, templates, windows): the keys it "
+        "names override the format's preset, the rest stay.",
     )(func)
     func = click.option(
         "--pattern",
