@@ -61,7 +61,7 @@ from logsieve.logs.pipeline import Event
 from logsieve.logs.templates import UNKNOWN
 from logsieve.logs.vocab import UNSEEN_SCORE
 from logsieve.logs.windows import Window, replay
-from logsieve.verdict import ScoredWindow, scored_windows, template_ids
+from logsieve.verdict import ScoredWindow, scored_windows, seen_in_training, template_ids
 
 __all__ = [
     "TEST_LABELS",
@@ -87,9 +87,13 @@ class _Scored:
     def add(self, windows: Iterable[ScoredWindow], labels: Iterable[int | None]) -> None:
         for sw, y in zip(windows, labels, strict=True):
             self.anomaly.append(sw.anomaly)
-            # A window a rare new template flags ranks above every scored one, as in
-            # eval --data (score_windows): ROC-AUC then agrees with the verdicts.
-            self.scores.append(UNSEEN_SCORE if any(sw.rare_new) else sw.score)
+            # A window a rare new template flags ranks above every scored one, one the
+            # training data held below, as in eval --data (score_windows): ROC-AUC then
+            # agrees with the verdicts.
+            if any(sw.rare_new):
+                self.scores.append(UNSEEN_SCORE)
+            else:
+                self.scores.append(-UNSEEN_SCORE if sw.seen_in_training else sw.score)
             self.unseen.append(sw.unknown_lines > 0)
             self.labels.append(y)
 
@@ -198,8 +202,9 @@ def _score_sequences(
             if verdicts is not None:  # the model scores the known lines only
                 ids = [[w[i] for i in j.known] for w, j in zip(ids, verdicts, strict=True)]
             results = engine.score_ids(ids)
+            seen = seen_in_training(ids, bundle)
             scored.add(
-                scored_windows(windows, results, bundle.vocab, bundle.threshold, verdicts),
+                scored_windows(windows, results, bundle.vocab, bundle.threshold, verdicts, seen),
                 [y for _, y in part],
             )
     finally:
