@@ -152,7 +152,6 @@ class StreamingPipeline:
             queue_depth=lambda: self.queue_depth,
             held_records=lambda: self.held_records,
             engine_restarts=lambda: engine.restarts,
-            open_incidents=lambda: self.incidents.pending,
         )
 
     # -- lifecycle -----------------------------------------------------------

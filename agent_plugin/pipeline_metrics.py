@@ -64,11 +64,6 @@ class PipelineMetrics:
             ["reason"],
             registry=reg,
         )
-        self.incidents_open = Gauge(
-            p + "incidents_open",
-            "Incidents (overlapping anomalous windows of a key) waiting to be flagged.",
-            registry=reg,
-        )
         self.windows_failed = Counter(
             p + "windows_failed", "Windows not scored because the engine raised.", registry=reg
         )
@@ -112,7 +107,6 @@ class PipelineMetrics:
         queue_depth: Callable[[], float],
         held_records: Callable[[], float],
         engine_restarts: Callable[[], float],
-        open_incidents: Callable[[], float] | None = None,
     ) -> None:
         """Read the pipeline's depths at scrape time, through the functions handed in."""
         self.windows_open.set_function(open_windows)
@@ -120,8 +114,6 @@ class PipelineMetrics:
         self.queue_depth.set_function(queue_depth)
         self.held_records.set_function(held_records)
         self.engine_restarts.set_function(engine_restarts)
-        if open_incidents is not None:
-            self.incidents_open.set_function(open_incidents)
 
     def bind_upstream(self, client: UpstreamClient) -> None:
         """Export the upstream client's counters and gauges (flags sent/buffered/spilled)."""
