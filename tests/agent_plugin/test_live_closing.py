@@ -14,19 +14,34 @@ from pathlib import Path
 
 import pytest
 
+from logsieve.agent_plugin.pipeline_config import PipelineConfig
 from logsieve.agent_plugin.receiver import FlagReceiver
+from logsieve.agent_plugin.serve_config import load_serve_settings
 from logsieve.bundle import Bundle
 from logsieve.config import WindowConfig
 from logsieve.engine import Engine
+from logsieve.errors import ConfigError
 from logsieve.export.data.synth import generate_hdfs, write_synth
 from logsieve.export.fastlogad.scoring import score_file, score_incidents
 
 from .served import ODD_BLOCK, ODD_LINES, hdfs_events, odd_block, replay, settings
 from .test_pipeline import http_get, received, serving
 
-pytestmark = pytest.mark.asyncio
+
+def test_idle_close_is_a_serving_setting(tmp_path: Path) -> None:
+    path = tmp_path / "serve.toml"
+    path.write_text("[upstream]\nport = 24230\n[pipeline]\nidle_close = 30.0\n")
+    assert load_serve_settings(path, {}).pipeline.idle_close == 30.0
+    env = {"LOGSIEVE_PIPELINE_IDLE_CLOSE": "0"}
+    assert load_serve_settings(path, env).pipeline.idle_close == 0.0  # off: event time only
+    assert PipelineConfig().idle_close == 60.0
+    for bad in (-1.0, float("inf"), "soon"):
+        with pytest.raises(ConfigError) as info:
+            PipelineConfig(idle_close=bad)  # type: ignore[arg-type]
+        assert info.value.field == "pipeline.idle_close"
 
 
+@pytest.mark.asyncio
 async def test_a_quiet_block_closes_on_wall_clock_idle_and_its_flag_arrives_in_seconds(
     tiny_bundle: Bundle, tiny_engine: Engine
 ) -> None:
@@ -61,6 +76,7 @@ async def test_a_quiet_block_closes_on_wall_clock_idle_and_its_flag_arrives_in_s
     assert 'reason="idle"}' not in body and 'reason="flush"}' not in body
 
 
+@pytest.mark.asyncio
 async def test_idle_close_off_keeps_event_time_only_closing(
     tiny_bundle: Bundle, tiny_engine: Engine
 ) -> None:
@@ -91,6 +107,7 @@ def sliding_variant(bundle: Bundle, threshold: float) -> Bundle:
     )
 
 
+@pytest.mark.asyncio
 async def test_overlapping_sliding_windows_give_one_flag_per_incident_offline_and_served(
     tiny_bundle: Bundle, tiny_engine: Engine, tmp_path: Path
 ) -> None:
