@@ -20,7 +20,9 @@ The rule, per key (sliding windows):
   incident, so an ongoing problem gives a flag at least every ``max_windows`` windows.
 
 So a flag waits for the key's next normal window: about ``size + step`` seconds of
-event time after the first anomalous window closed, for an isolated bad line.
+event time after the first anomalous window closed, for an isolated bad line. Windows
+are pushed as they closed, ``late`` one-line windows included (one can end or join an
+incident early: out-of-order input has no replay guarantee anyway).
 
 An incident lists each line once (a line in several windows is the same item of the
 windower, recognised by identity), with its highest per-line probability over those

@@ -148,7 +148,7 @@ def test_session_windows_are_one_incident_each_with_the_windows_id() -> None:
     merger = IncidentMerger.for_windows(WindowConfig(kind="session"), MODEL)
     w = next(w for w in stream([640.0]) if scored(w).anomaly)
     flag_id, (incident,) = merger.push(scored(w), w.items)
-    assert incident.windows == 1 and incident.window is not None
+    assert incident.windows == 1 and incident.window == scored(w)
     assert flag_id == incident.flag_id == make_flag_id(MODEL, w.key, w.start, w.end)
     assert merger.pending == 0
     normal = stream([])[0]
