@@ -132,13 +132,18 @@ async def test_overlapping_sliding_windows_give_one_flag_per_incident_offline_an
     rx = FlagReceiver()
     await rx.start()
     try:
-        async with serving(settings(rx.port), bundle, tiny_engine) as svc:
+        async with serving(settings(rx.port, pass_through=True), bundle, tiny_engine) as svc:
             events = hdfs_events(path.read_text().splitlines())
             await asyncio.to_thread(replay, svc.port, events)
             assert await received(svc, len(events))
     finally:
         await rx.stop()
     served = {f["flag_id"]: f for f in rx.flags("logsieve.flag")}
+    # Pass-through records of an anomalous window carry its incident's id: a flag sent.
+    passed = rx.records("logsieve.record")
+    assert len(passed) == len(events)
+    marked = {r["logsieve_flag_id"] for r in passed if r["logsieve_verdict"] == "anomaly"}
+    assert marked and marked <= set(served)
     assert len(served) == len(rx.flags("logsieve.flag"))  # one flag per incident
     assert set(served) == {i.flag_id for i in offline}
     for incident in offline:
