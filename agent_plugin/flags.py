@@ -1,12 +1,15 @@
 """Flag records: what logsieve sends upstream for a scored window (DESIGN "Flags sent upstream").
 
-One Forward record per flagged window (or per window, with ``every_verdict``),
-sent on the tag ``logsieve.flag`` by default::
+One Forward record per incident (:mod:`logsieve.incidents`: a session window, or the
+overlapping anomalous sliding windows of one host merged, each line listed once), and
+with ``every_verdict`` one per normal window too, sent on the tag ``logsieve.flag`` by
+default::
 
     builder = FlagBuilder(model_id=bundle.model_id, detector="fastlogad", top_k=5)
     record = builder.build(window)            # None for a normal window by default
     if record is not None:
         await upstream.send(builder.tag, record, time=window.end)
+    record = builder.build_incident(incident) # an anomaly's flag
 
 Record keys: ``flag_id``, ``key``, ``window_start``, ``window_end`` (float Unix
 seconds), ``lines`` (count), ``score``, ``threshold``, ``model_id``,
@@ -22,9 +25,10 @@ probability is sent as null.
 
 ``flag_id`` is a hash of (model id, key, window start, window end), so a resend
 of the same window, even from a restarted process, carries the same id and a
-receiver can drop the repeat (the upstream client is at-least-once). The verdict,
-the evidence order and the id come from :mod:`logsieve.verdict`, the rule offline
-scoring uses too.
+receiver can drop the repeat (the upstream client is at-least-once). An incident's id
+is that of its first window; its ``window_start``/``window_end`` cover all its
+windows. The verdict, the evidence order and the id come from :mod:`logsieve.verdict`,
+the rule offline scoring uses too.
 """
 
 from __future__ import annotations
@@ -35,7 +39,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from logsieve.errors import ConfigError
-from logsieve.verdict import ScoredWindow, Verdict, verdict_of
+from logsieve.incidents import Incident
+from logsieve.verdict import ScoredWindow, Verdict, label_of, make_flag_id, verdict_of
 
 __all__ = ["DEFAULT_FLAG_TAG", "FlagBuilder", "build_flag", "enrich"]
 
@@ -43,10 +48,17 @@ DEFAULT_FLAG_TAG = "logsieve.flag"
 
 
 def build_flag(
-    window: ScoredWindow, *, model_id: str, detector: str, top_k: int = 5
+    window: ScoredWindow,
+    *,
+    model_id: str,
+    detector: str,
+    top_k: int = 5,
+    flag_id: str | None = None,
 ) -> dict[str, Any]:
-    """The flag record for ``window`` (whatever its verdict)."""
-    verdict = verdict_of(window, model_id)
+    """The flag record for ``window`` (whatever its verdict); ``flag_id`` overrides the
+    window's own id (an incident's id is its first window's)."""
+    if flag_id is None:
+        flag_id = make_flag_id(model_id, window.key, window.start, window.end)
     top = window.evidence(top_k)
     evidence = [
         {
@@ -58,7 +70,7 @@ def build_flag(
         for i in top
     ]
     record: dict[str, Any] = {
-        "flag_id": verdict.flag_id,
+        "flag_id": flag_id,
         "key": window.key,
         "window_start": float(window.start),
         "window_end": float(window.end),
@@ -67,7 +79,7 @@ def build_flag(
         "threshold": float(window.threshold),
         "model_id": model_id,
         "detector": detector,
-        "verdict": verdict.label,
+        "verdict": label_of(window),
         "reasons": window.reasons,
         "evidence": evidence,
     }
@@ -105,8 +117,21 @@ class FlagBuilder:
             return None  # decided before the id hash and the evidence: most windows
         return build_flag(window, model_id=self.model_id, detector=self.detector, top_k=self.top_k)
 
-    def verdict(self, window: ScoredWindow) -> Verdict:
-        return verdict_of(window, self.model_id)
+    def build_incident(self, incident: Incident) -> dict[str, Any]:
+        """The flag record of an incident (always sent)."""
+        return build_flag(
+            incident.window,
+            model_id=self.model_id,
+            detector=self.detector,
+            top_k=self.top_k,
+            flag_id=incident.flag_id,
+        )
+
+    def verdict(self, window: ScoredWindow, flag_id: str | None = None) -> Verdict:
+        """The window's verdict; ``flag_id`` (its incident's) overrides the window's id."""
+        if flag_id is None:
+            return verdict_of(window, self.model_id)
+        return Verdict(label_of(window), float(window.score), flag_id)
 
 
 def enrich(record: Mapping[Any, Any], verdict: Verdict) -> dict[Any, Any]:

@@ -11,6 +11,9 @@
                          default) or one worker thread; the loop stays responsive
                                              │ ScoredWindow
                                              ▼
+                         IncidentMerger (overlapping anomalous windows of a key → one)
+                                             │ Incident
+                                             ▼
                          FlagBuilder → upstream.send(flag_tag, flag)   (+ verdicts, pass-through)
 
 Backpressure (STYLE.md §3): ``put`` returns only once every window its records closed
@@ -22,7 +25,11 @@ every open window through the engine).
 
 Windows close on later records (the windower's own event-time rules), on a clock
 tick (``advance_interval``; see :class:`~.pipeline_config.PipelineConfig` for the
-watermark), and at :meth:`close`. Everything in the windower runs on the event loop;
+watermark; the same tick closes session windows quiet for ``idle_close`` wall-clock
+seconds), and at :meth:`close`. Anomalous windows become flags through
+:class:`~logsieve.incidents.IncidentMerger`, as offline: the tick also queues the
+watermark behind the windows it closed, so an incident whose host went quiet is
+emitted once no window can join it. Everything in the windower runs on the event loop;
 only the engine call leaves it (to the engine process, or to a single worker thread),
 and the batcher awaits each batch before the next, so engine calls never overlap.
 """
@@ -41,6 +48,7 @@ from typing import Any, Protocol
 from logsieve.bundle import Bundle
 from logsieve.engine.windows import WindowEngine
 from logsieve.errors import BundleError, ConfigError, LogsieveError
+from logsieve.incidents import Incident, IncidentMerger
 from logsieve.logs.pipeline import Event, LinePipeline
 from logsieve.logs.records import LogRecord
 from logsieve.logs.templates import TemplateMatcher
@@ -58,6 +66,15 @@ __all__ = ["FlagSender", "PipelineClosedError", "StreamingPipeline"]
 log = logging.getLogger(__name__)
 
 _STOP = object()  # queue sentinel: the batcher finishes what is queued, then returns
+
+
+class _Progress:
+    """Queued behind the windows a clock tick closed: event time reached ``watermark``."""
+
+    __slots__ = ("watermark",)
+
+    def __init__(self, watermark: float) -> None:
+        self.watermark = watermark
 
 
 class FlagSender(Protocol):
@@ -105,7 +122,12 @@ class StreamingPipeline:
         self.text_fields = config.text_fields or log_config.text_fields
         # Only per-host (sliding) windows read a record's host; session keys never do.
         self._needs_host = log_config.windows.kind == "sliding"
-        self.lines = LinePipeline(log_config, TemplateMatcher.from_state(bundle.templates_state))
+        self.lines = LinePipeline(
+            log_config,
+            TemplateMatcher.from_state(bundle.templates_state),
+            clock=clock if config.idle_close > 0 else None,
+        )
+        self.incidents = IncidentMerger.for_windows(log_config.windows, bundle.model_id)
         self.engine = engine
         self.bundle = bundle
         self.vocab = bundle.vocab
@@ -123,6 +145,7 @@ class StreamingPipeline:
         self._held: dict[int, tuple[Event, ForwardRecord]] = {}  # pass-through, by id(event)
         self._max_time: float | None = None
         self._max_time_seen_at = 0.0
+        self._unqueued = 0  # put() calls holding closed windows not yet all queued
         self._state = "new"
         self._batcher: asyncio.Task[None] | None = None
         self._ticker: asyncio.Task[None] | None = None
@@ -197,6 +220,8 @@ class StreamingPipeline:
                 continue
             host = host_of(rec.record) if host_of is not None else None
             event, keys, closed = feed(LogRecord(rec.time, host, text), rec.record)
+            if closed:
+                self._unqueued += 1
             if event.unknown:
                 unknown += 1
             if rec.time is not None and (self._max_time is None or rec.time > self._max_time):
@@ -206,8 +231,12 @@ class StreamingPipeline:
                     self._held[id(event)] = (event, rec)
                 else:
                     await self._pass(rec, None)
-            for window in closed:
-                await self._enqueue(window)
+            if closed:
+                try:
+                    for window in closed:
+                        await self._enqueue(window)
+                finally:
+                    self._unqueued -= 1
         # Counted once per frame: a labelled lookup per record cost 6% of a loaded run.
         if unknown:
             m.unknown_lines.inc(unknown)
@@ -246,13 +275,22 @@ class StreamingPipeline:
         return self._max_time + (self._clock() - self._max_time_seen_at)
 
     async def _run_clock(self) -> None:
+        idle_close = self.config.idle_close
         while True:
             await asyncio.sleep(self.config.advance_interval)
             watermark = self.watermark()
             if watermark is None:
                 continue
+            # Windows a put() closed but has not queued yet could join an incident:
+            # report progress only when every closed window is queued ahead of it.
+            settled = self._unqueued == 0
             for window in self.lines.advance(watermark):
                 await self._enqueue(window)
+            if idle_close > 0:
+                for window in self.lines.close_idle(idle_close):
+                    await self._enqueue(window)
+            if settled and self.incidents.pending:
+                await self._queue.put(_Progress(watermark))
             if self._clock() - self._novelty_saved_at >= self.config.novelty_save_interval:
                 self.save_novelty()
 
@@ -264,8 +302,12 @@ class StreamingPipeline:
         while not stop:
             first = await self._queue.get()
             if first is _STOP:
-                return
+                break
+            if isinstance(first, _Progress):
+                await self._send_incidents(self.incidents.expire(first.watermark))
+                continue
             batch: list[Window[Event]] = [first]  # type: ignore[list-item]
+            progress: _Progress | None = None
             deadline = loop.time() + self.config.max_wait_ms / 1000.0
             while len(batch) < self.config.batch_size:
                 item = await self._next(deadline - loop.time())
@@ -274,8 +316,15 @@ class StreamingPipeline:
                 if item is _STOP:
                     stop = True
                     break
+                if isinstance(item, _Progress):
+                    progress = item
+                    break
                 batch.append(item)  # type: ignore[arg-type]
             await self._process(batch)
+            if progress is not None:
+                await self._send_incidents(self.incidents.expire(progress.watermark))
+        # Every window is in: the incidents still open are complete.
+        await self._send_incidents(self.incidents.flush())
 
     async def _next(self, timeout: float) -> object | None:
         """The next queued item, or None after ``timeout`` s (never loses an item)."""
@@ -315,12 +364,18 @@ class StreamingPipeline:
         for window, sw in zip(windows, scored, strict=True):
             anomaly = sw.anomaly
             anomalies += anomaly
-            record = self.builder.build(sw)
+            # Anomalies leave as incidents (logsieve.incidents), normal windows as
+            # verdicts when every_verdict asks for them.
+            flag_id, done = self.incidents.push(sw, window.items)
+            if done:
+                await self._send_incidents(done)
+            record = None if anomaly else self.builder.build(sw)
             if record is not None:
                 await self.upstream.send(self.builder.tag, record, time=sw.end)
-                m.sent.labels(kind="flag" if anomaly else "verdict").inc()
+                m.sent.labels(kind="verdict").inc()
             if self.config.pass_through:
-                verdict = self.builder.verdict(sw)  # its flag id: only pass-through needs it
+                # The id of the window's incident: only pass-through needs it.
+                verdict = self.builder.verdict(sw, flag_id)
                 for item in window.items:
                     held = self._held.pop(id(item), None)
                     if held is not None:
@@ -371,6 +426,12 @@ class StreamingPipeline:
             os.replace(tmp, path)
         except OSError as exc:
             log.warning("novelty state not saved to %s: %s", path, exc)
+
+    async def _send_incidents(self, incidents: list[Incident]) -> None:
+        for incident in incidents:
+            record = self.builder.build_incident(incident)
+            await self.upstream.send(self.builder.tag, record, time=incident.window.end)
+            self.metrics.sent.labels(kind="flag").inc()
 
     async def _pass(self, rec: ForwardRecord, verdict: Verdict | None) -> None:
         record = enrich(rec.record, verdict) if verdict is not None else dict(rec.record)

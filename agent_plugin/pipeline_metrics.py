@@ -59,7 +59,8 @@ class PipelineMetrics:
         self.windows_open = Gauge(p + "windows_open", "Windows open now.", registry=reg)
         self.windows_closed = Counter(
             p + "windows_closed",
-            "Windows closed, by reason (idle, watermark, max_lines, evicted, flush, late).",
+            "Windows closed, by reason (idle, idle_wall, watermark, max_lines, evicted, "
+            "flush, late).",
             ["reason"],
             registry=reg,
         )

@@ -3,7 +3,9 @@
 ``score_file`` cuts a log file into windows with the bundle's own settings and scores
 them through a :class:`~logsieve.engine.windows.WindowEngine`, then pairs scores and
 windows with :func:`logsieve.verdict.scored_windows`: the same code path and the same
-verdict rule as the server (``logsieve serve``).
+verdict rule as the server (``logsieve serve``). ``score_incidents`` merges the
+anomalous ones into incidents with :class:`logsieve.incidents.IncidentMerger`, as the
+server does before it sends a flag.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from logsieve.engine.windows import LocalWindowEngine
 from logsieve.errors import BundleError, ConfigError
 from logsieve.export.data.formats import read_records
 from logsieve.export.fastlogad.model import Discriminator, load_discriminator
+from logsieve.incidents import Incident, IncidentMerger
 from logsieve.logs.known import KnownWindows
 from logsieve.logs.novelty import NoveltyTracker
 from logsieve.logs.pipeline import Event, LinePipeline
@@ -35,6 +38,8 @@ __all__ = [
     "EagerEngine",
     "load_model",
     "score_file",
+    "score_file_windows",
+    "score_incidents",
     "score_sequences",
     "score_windows",
 ]
@@ -157,6 +162,51 @@ def score_file(
     new-pattern record (:meth:`~logsieve.logs.novelty.NoveltyTracker.reports`), as
     ``serve`` sends them upstream.
     """
+    for _, scored in score_file_windows(
+        bundle, path, fmt, pattern=pattern, batch=batch, backend=backend, on_pattern=on_pattern
+    ):
+        yield scored
+
+
+def score_incidents(
+    bundle: Bundle,
+    path: Path,
+    fmt: str,
+    *,
+    pattern: str | None = None,
+    batch: int = 64,
+    backend: str | None = "auto",
+    on_window: Callable[[ScoredWindow], None] | None = None,
+    on_pattern: Callable[[dict[str, Any]], None] | None = None,
+) -> Iterator[Incident]:
+    """The incidents of a log file (what ``serve`` would flag for it), in order of
+    completion; ``on_window`` sees every scored window first (counts, normal verdicts).
+
+    Sliding windows: overlapping anomalous windows of a host are one incident; session
+    windows: one anomalous window is one incident (:mod:`logsieve.incidents`).
+    """
+    merger = IncidentMerger.for_windows(bundle.log_config.windows, bundle.model_id)
+    for window, scored in score_file_windows(
+        bundle, path, fmt, pattern=pattern, batch=batch, backend=backend, on_pattern=on_pattern
+    ):
+        if on_window is not None:
+            on_window(scored)
+        yield from merger.push(scored, window.items)[1]
+    yield from merger.flush()
+
+
+def score_file_windows(
+    bundle: Bundle,
+    path: Path,
+    fmt: str,
+    *,
+    pattern: str | None = None,
+    batch: int = 64,
+    backend: str | None = "auto",
+    on_pattern: Callable[[dict[str, Any]], None] | None = None,
+) -> Iterator[tuple[Window[Event], ScoredWindow]]:
+    """:func:`score_file`, each scored window with the window it was cut as (whose
+    items identify a line shared by overlapping windows)."""
     if batch < 1:
         raise ConfigError("batch", batch, "an integer >= 1")
     if bundle.templates_state is None or bundle.vocab is None:
@@ -171,12 +221,16 @@ def score_file(
         for record in read_records(path, fmt, pattern=pattern):
             pending.extend(pipe.feed(record))
             if len(pending) >= batch:
-                yield from _scored(engine, bundle, pending, pipe.novelty, on_pattern)
+                yield from zip(
+                    pending, _scored(engine, bundle, pending, pipe.novelty, on_pattern),
+                    strict=True,
+                )  # fmt: skip
                 pending = []
         pending.extend(pipe.flush())
         for start in range(0, len(pending), batch):
-            yield from _scored(
-                engine, bundle, pending[start : start + batch], pipe.novelty, on_pattern
+            part = pending[start : start + batch]
+            yield from zip(
+                part, _scored(engine, bundle, part, pipe.novelty, on_pattern), strict=True
             )
     finally:
         engine.close()

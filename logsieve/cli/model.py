@@ -248,9 +248,11 @@ def score(
 ) -> None:
     """Score a log file offline and print flagged windows (or lines) with evidence.
 
-    FastLogAD evidence: the lines whose tokens the discriminator finds most likely
-    replaced. ADALog bundles score every line (eager model; --backend is ignored) and
-    print the flagged lines with their --top least expected tokens (NLL in nats).
+    FastLogAD: one FLAG per incident, as serve sends them (overlapping anomalous
+    sliding windows of a host are one incident, each line listed once); evidence: the
+    lines whose tokens the discriminator finds most likely replaced. ADALog bundles
+    score every line (eager model; --backend is ignored) and print the flagged lines
+    with their --top least expected tokens (NLL in nats).
 
     \b
     Example:
@@ -264,26 +266,35 @@ def score(
         _score_lines(bundle, file, fmt or str(bundle.manifest.get("format") or "lines"), top,
                      show_all)  # fmt: skip
         return
-    from logsieve.export.fastlogad.scoring import score_file
+    from logsieve.export.fastlogad.scoring import score_incidents
+    from logsieve.verdict import ScoredWindow
 
-    n = flagged = 0
+    counts = {"windows": 0, "flagged": 0}
+
+    def on_window(sw: ScoredWindow) -> None:
+        counts["windows"] += 1
+        counts["flagged"] += sw.anomaly
+        if show_all and not sw.anomaly:
+            click.echo(f"ok   {sw.key} score {sw.score:.4f}")
+
+    incidents = 0
     fmt = fmt or str(bundle.manifest.get("format", "hdfs"))
     patterns: list[dict[str, Any]] = []
-    for sw in score_file(
-        bundle, file, fmt, pattern=pattern, backend=backend, on_pattern=patterns.append
-    ):
-        n += 1
-        if not sw.anomaly:
-            if show_all:
-                click.echo(f"ok   {sw.key} score {sw.score:.4f}")
-            continue
-        flagged += 1
+    for incident in score_incidents(
+        bundle, file, fmt, pattern=pattern, backend=backend, on_window=on_window,
+        on_pattern=patterns.append,
+    ):  # fmt: skip
+        incidents += 1
+        sw = incident.window
         why = " and ".join(
             f"score {sw.score:.4f} > {sw.threshold:.4f}" if r == "score"
             else f"{sum(sw.rare_new)} line(s) of a rare new template"
             for r in sw.reasons
-        ) or f"score {sw.score:.4f} > {sw.threshold:.4f}"  # fmt: skip
-        click.echo(f"FLAG {sw.key}  {_ts(sw.start)} .. {_ts(sw.end)}  {len(sw.lines)} lines  {why}")
+        )  # fmt: skip
+        click.echo(
+            f"FLAG {sw.key}  {_ts(sw.start)} .. {_ts(sw.end)}  {len(sw.lines)} lines  {why}"
+            + (f"  ({incident.windows} windows)" if incident.windows > 1 else "")
+        )
         for i in sw.evidence(top):
             line, template = sw.lines[i], sw.templates[i]
             click.echo(
@@ -291,7 +302,10 @@ def score(
                 + ("" if template == line else f"   [{template}]")
             )
     _echo_patterns(patterns)
-    click.echo(f"{flagged} of {n} windows flagged", err=True)
+    click.echo(
+        f"{counts['flagged']} of {counts['windows']} windows flagged, {incidents} incidents",
+        err=True,
+    )
 
 
 def _echo_patterns(reports: list[dict[str, Any]]) -> None:

@@ -8,7 +8,7 @@ feeds records one at a time and calls :meth:`LinePipeline.advance` from a clock.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,11 +46,18 @@ class LinePipeline:
 
     __slots__ = ("config", "keys", "matcher", "novelty", "windower")
 
-    def __init__(self, config: LogConfig, matcher: TemplateMatcher) -> None:
+    def __init__(
+        self,
+        config: LogConfig,
+        matcher: TemplateMatcher,
+        *,
+        clock: Callable[[], float] | None = None,
+    ) -> None:
+        """``clock`` (serving only) enables :meth:`close_idle` on session windows."""
         self.config = config
         self.matcher = matcher
         self.keys = KeyExtractor(config.windows)
-        self.windower: Windower[Event] = make_windower(config.windows)
+        self.windower: Windower[Event] = make_windower(config.windows, clock)
         # Under unseen_templates = "novelty" unseen lines get new-pattern ids, judged
         # by their spread when their window closes (NoveltyTracker.judge).
         self.novelty: NoveltyTracker | None = (
@@ -81,6 +88,10 @@ class LinePipeline:
     def advance(self, watermark: float) -> list[Window[Event]]:
         """Close what an event at ``watermark`` would close (clock-driven flushing)."""
         return self.windower.advance(watermark)
+
+    def close_idle(self, max_idle: float) -> list[Window[Event]]:
+        """Close session windows quiet for over ``max_idle`` seconds of the clock."""
+        return self.windower.close_idle(max_idle)
 
     def flush(self) -> list[Window[Event]]:
         """Close every open window (end of a file, or shutdown)."""

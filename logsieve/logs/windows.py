@@ -32,6 +32,13 @@ Defined outcomes for awkward input:
   back as a second, partial window for the same range;
 - ``max_lines`` items: the window closes (``closed_by="max_lines"``) and the key's next
   event opens a new one (for sliding windows: a new window over the same range).
+
+Wall-clock idle closing (serving only): a :class:`SessionWindower` built with a
+``clock`` stamps each window with the clock's time of its key's last event, and
+:meth:`Windower.close_idle` closes (``closed_by="idle_wall"``) the windows whose key has
+had no event for longer than a given number of clock seconds, oldest first. Offline
+replays never pass a clock, so their windows depend on event time alone. Sliding
+windows ignore it: their watermark already moves with the wall clock when served.
 """
 
 from __future__ import annotations
@@ -40,7 +47,7 @@ import heapq
 import math
 from abc import ABC, abstractmethod
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Generic, Literal, TypeVar
 
@@ -60,7 +67,7 @@ __all__ = [
 
 T = TypeVar("T")
 
-CloseReason = Literal["idle", "watermark", "max_lines", "evicted", "flush", "late"]
+CloseReason = Literal["idle", "idle_wall", "watermark", "max_lines", "evicted", "flush", "late"]
 
 
 @dataclass(slots=True)
@@ -96,14 +103,16 @@ class WindowStats:
 
 
 class _Open(Generic[T]):
-    """An open window with its deadline and an id that marks stale heap entries."""
+    """An open window with its deadline, an id that marks stale heap entries and the
+    clock time of its last event (session windows with a clock only)."""
 
-    __slots__ = ("deadline", "serial", "window")
+    __slots__ = ("deadline", "seen", "serial", "window")
 
     def __init__(self, window: Window[T], deadline: float, serial: int) -> None:
         self.window = window
         self.deadline = deadline
         self.serial = serial
+        self.seen = 0.0
 
 
 class Windower(ABC, Generic[T]):
@@ -165,6 +174,20 @@ class Windower(ABC, Generic[T]):
         self._count(out)
         return out
 
+    def close_idle(self, max_idle: float) -> list[Window[T]]:
+        """Close the windows whose key had no event for more than ``max_idle`` seconds of
+        the windower's clock (``closed_by="idle_wall"``), least recently active first.
+
+        Only session windowers built with a ``clock`` hold such windows; others return
+        nothing. The cost is the number of windows closed, not of windows open.
+        """
+        out = self._close_idle(max_idle)
+        self._count(out)
+        return out
+
+    def _close_idle(self, max_idle: float) -> list[Window[T]]:
+        return []
+
     def flush(self) -> list[Window[T]]:
         """Close every open window (``closed_by="flush"``), in ``(deadline, key)`` order."""
         out = self._close_all()
@@ -204,14 +227,21 @@ def _check_time(t: float) -> float:
 
 
 class SessionWindower(Windower[T]):
-    """One window per key, closed by idle time, ``max_lines``, eviction or flush."""
+    """One window per key, closed by idle time, ``max_lines``, eviction or flush.
 
-    def __init__(self, config: WindowConfig) -> None:
+    ``clock`` (serving): a monotonic clock read once per event, so that
+    :meth:`close_idle` can close a key's window after wall-clock quiet.
+    """
+
+    def __init__(self, config: WindowConfig, clock: Callable[[], float] | None = None) -> None:
         super().__init__(config)
         # Every event moves its key to the end with deadline = watermark + idle, and
         # the watermark never goes back, so this order is deadline order: expiry and
-        # eviction both take from the front.
+        # eviction both take from the front. The clock never goes back either, so it
+        # is also the order of the last event's clock time: idle closing takes from
+        # the front too, and stops at the first window still active.
         self._open: OrderedDict[str, _Open[T]] = OrderedDict()
+        self._clock = clock
 
     @property
     def open_windows(self) -> int:
@@ -246,6 +276,8 @@ class SessionWindower(Windower[T]):
         else:
             self._open.move_to_end(key)
             state.deadline = deadline
+        if self._clock is not None:
+            state.seen = self._clock()
         window = state.window
         window.items.append(item)
         if t < window.start:
@@ -256,6 +288,20 @@ class SessionWindower(Windower[T]):
             del self._open[key]
             window.closed_by = "max_lines"
             out.append(window)
+
+    def _close_idle(self, max_idle: float) -> list[Window[T]]:
+        if self._clock is None:
+            return []
+        cutoff = self._clock() - max_idle
+        batch: list[_Open[T]] = []
+        for state in self._open.values():
+            if state.seen >= cutoff:
+                break
+            batch.append(state)
+        for state in batch:
+            del self._open[state.window.key]
+            state.window.closed_by = "idle_wall"
+        return [s.window for s in batch]
 
     def _close_all(self) -> list[Window[T]]:
         states = sorted(self._open.values(), key=lambda s: (s.deadline, s.window.key))
@@ -356,10 +402,11 @@ class SlidingWindower(Windower[T]):
         return out
 
 
-def make_windower(config: WindowConfig) -> Windower[T]:
-    """The windower for ``config.kind`` (type the result to fix the item type)."""
+def make_windower(config: WindowConfig, clock: Callable[[], float] | None = None) -> Windower[T]:
+    """The windower for ``config.kind`` (type the result to fix the item type);
+    ``clock`` enables :meth:`Windower.close_idle` on session windows (serving)."""
     if config.kind == "session":
-        return SessionWindower(config)
+        return SessionWindower(config, clock)
     return SlidingWindower(config)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import math
 import re
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
@@ -183,6 +183,92 @@ def test_windows_closing_together_come_out_sorted_by_key() -> None:
     for i, key in enumerate(["k3", "k1", "k2"]):
         w.add(0.0, [key], i)
     assert [x.key for x in w.advance(5.0)] == ["k1", "k2", "k3"]
+
+
+class ManualClock:
+    """A monotonic clock the test moves: wall-clock idling without sleeping."""
+
+    def __init__(self) -> None:
+        self.now = 500.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_wall_clock_idle_closes_quiet_keys_while_event_time_stands_still() -> None:
+    clock = ManualClock()
+    w: Windower[int] = SessionWindower(session(idle_timeout=86_400.0), clock)
+    w.add(100.0, ["a"], 0)
+    clock.now += 10
+    w.add(100.0, ["b"], 1)
+    clock.now += 10
+    w.add(101.0, ["a"], 2)  # a is active again: b is now the quietest
+    assert w.close_idle(15.0) == []  # b quiet 10 s, a 0 s
+    clock.now += 6
+    assert flat(w.close_idle(15.0)) == [("b", 100.0, 100.0, [1], "idle_wall")]
+    clock.now += 100
+    w.add(102.0, ["c"], 3)
+    assert flat(w.close_idle(15.0)) == [("a", 100.0, 101.0, [0, 2], "idle_wall")]
+    assert w.open_windows == 1 and w.watermark == 102.0
+    w.add(103.0, ["a"], 4)  # a closed key's next line opens a new window
+    assert flat(w.flush()) == [("c", 102.0, 102.0, [3], "flush"), ("a", 103.0, 103.0, [4], "flush")]
+    assert w.stats.closed == {"idle_wall": 2, "flush": 2}
+
+
+def test_wall_clock_idle_is_strict_and_leaves_event_time_closing_alone() -> None:
+    clock = ManualClock()
+    w: Windower[int] = SessionWindower(session(idle_timeout=10.0), clock)
+    w.add(0.0, ["a"], 0)
+    clock.now += 30.0
+    assert w.close_idle(30.0) == []  # exactly max_idle quiet: still open
+    assert flat(w.advance(11.0)) == [("a", 0.0, 0.0, [0], "idle")]  # event time still works
+    assert w.close_idle(0.0) == []
+
+
+class CountingOrderedDict(OrderedDict[str, Any]):
+    """Counts the open windows idle closing looks at."""
+
+    looked = 0
+
+    def values(self) -> Any:
+        for v in super().values():
+            CountingOrderedDict.looked += 1
+            yield v
+
+
+def test_wall_clock_idle_costs_the_windows_closed_not_the_windows_open() -> None:
+    clock = ManualClock()
+    w: SessionWindower[int] = SessionWindower(session(max_open_windows=100_000), clock)
+    counting: CountingOrderedDict = CountingOrderedDict()
+    w._open = counting  # type: ignore[assignment]  # observe the scan: no timing involved
+    for i in range(100_000):
+        if i == 99_990:
+            clock.now += 60.0  # the last 10 keys are active later
+        w.add(1.0, [f"k{i}"], i)
+    clock.now += 30.0
+    CountingOrderedDict.looked = 0
+    assert w.close_idle(100.0) == [] and CountingOrderedDict.looked == 1
+    clock.now += 40.0
+    closed = w.close_idle(100.0)
+    assert len(closed) == 99_990 and w.open_windows == 10
+    assert [x.key for x in closed[:2]] == ["k0", "k1"]  # least recently active first
+    CountingOrderedDict.looked = 0
+    assert w.close_idle(100.0) == [] and CountingOrderedDict.looked == 1
+
+
+def test_idle_closing_needs_a_clock_and_session_windows() -> None:
+    plain: Windower[int] = SessionWindower(session())
+    plain.add(0.0, ["a"], 0)
+    assert plain.close_idle(0.0) == []  # offline: no clock, event time only
+    clock = ManualClock()
+    s: Windower[int] = make_windower(sliding(), clock)
+    s.add(0.0, ["h"], 0)
+    clock.now += 1_000.0
+    assert s.close_idle(1.0) == [] and s.open_windows == 2
+    clocked: Windower[int] = make_windower(session(), clock)
+    clocked.add(0.0, ["a"], 0)
+    clock.now += 2.0
+    assert [x.closed_by for x in clocked.close_idle(1.0)] == ["idle_wall"]
 
 
 # --- sliding ----------------------------------------------------------------------------
