@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from logsieve.export.calibrate import DEFAULT_QUANTILE
 from logsieve.export.data.prepare import prepare
 from logsieve.export.evaluation.bundle_eval import evaluate
 from logsieve.export.fastlogad.bundle import train_bundle
@@ -137,7 +138,7 @@ def main() -> None:
     p.add_argument("--rtd-epochs", type=int, default=None)
     p.add_argument("--hst-epochs", type=int, default=None)
     p.add_argument("--lr", type=float, default=None, help="Default: TrainConfig's 1e-4.")
-    p.add_argument("--quantile", type=float, default=0.99)
+    p.add_argument("--quantile", type=float, default=DEFAULT_QUANTILE)
     p.add_argument("--threads", type=int, default=torch.get_num_threads())
     p.add_argument("--out", type=Path, required=True, help="JSON Lines, appended per run.")
     p.add_argument("--scores-dir", type=Path, default=None,
