@@ -78,11 +78,13 @@ def run_demo(
         kind = kinds.get(flag["key"], "normal")
         flagged[kind] += 1
         score, threshold = flag["score"], flag["threshold"]
-        why = (
-            f"score {score:.3f} > {threshold:.3f}"
-            if score is not None
-            else f"score null: {flag['score_reason']}"
-        )
+        reasons = flag.get("reasons") or ["score"]
+        why = " and ".join(
+            "a rare new template" if r == "rare_new_template"
+            else f"score {score:.3f} > {threshold:.3f}" if score is not None
+            else f"score null: {flag.get('score_reason')}"
+            for r in reasons
+        )  # fmt: skip
         echo(
             f"\nFLAG {flag['key']}  {_ts(flag['window_start'])}-{_ts(flag['window_end'])}  "
             f"{flag['lines']} lines  {why}  (injected: {kind})"
