@@ -12,6 +12,11 @@ A bundle is a directory::
     engines/         compiled artifacts (logsieve build-engine), named by backend,
                      precision, device and toolkit version
 
+A bundle may also be a *versioned home* (``logsieve update`` makes one, see
+:mod:`logsieve.bundle_versions`): ``current`` is a symlink to the version in use
+(``versions/<model_id>``, or ``.`` for the top-level bundle ``train`` wrote), and
+:func:`open_bundle` follows it, so every command that takes a bundle takes a home.
+
 Every file except the manifest is listed with its sha256 and size, and :func:`open_bundle`
 checks them all before anything is used, so a corrupt, truncated or mismatched bundle
 is a :class:`~logsieve.errors.BundleError` naming the file, never a crash later.
@@ -41,6 +46,7 @@ __all__ = [
     "Bundle",
     "BundleWriter",
     "add_files",
+    "current_version",
     "file_sha256",
     "open_bundle",
 ]
@@ -127,13 +133,19 @@ class BundleWriter:
 
 @dataclass(frozen=True)
 class Bundle:
-    """A verified bundle: its manifest, log config, vocabulary and template state."""
+    """A verified bundle: its manifest, log config, vocabulary and template state.
+
+    ``path`` is the directory the files were read from (for a versioned home: the
+    version ``current`` named when it was opened); ``home`` is the path it was opened
+    by, what a reload opens again to pick up a new ``current`` (None: ``path``).
+    """
 
     path: Path
     manifest: dict[str, Any]
     log_config: LogConfig
     vocab: Vocab | None
     templates_state: dict[str, Any] | None
+    home: Path | None = None
 
     @property
     def detector(self) -> str:
@@ -188,11 +200,14 @@ def add_files(
     return open_bundle(bundle.path)
 
 
-def open_bundle(path: Path) -> Bundle:
-    """Read and verify a bundle; any problem is a :class:`BundleError` naming the file."""
-    path = Path(path)
-    if not path.is_dir():
-        raise BundleError(f"{path}: not a bundle directory")
+def open_bundle(path: Path, *, follow_current: bool = True) -> Bundle:
+    """Read and verify a bundle (or the current version of a versioned home); any
+    problem is a :class:`BundleError` naming the file. ``follow_current=False`` reads
+    the files at ``path`` itself (the root version of a home)."""
+    home = Path(path)
+    if not home.is_dir():
+        raise BundleError(f"{home}: not a bundle directory")
+    path = current_version(home) if follow_current else home
     manifest = _read_json(path, MANIFEST)
     if not isinstance(manifest, dict):
         raise BundleError(f"{path / MANIFEST}: expected a JSON object")
@@ -226,7 +241,32 @@ def open_bundle(path: Path) -> Bundle:
         if size is not None and size != vocab.size:
             raise BundleError(f"{path / 'vocab.json'}: {vocab.size} ids, manifest says {size}")
     templates = _read_json(path, "templates.json") if "templates.json" in files else None
-    return Bundle(path, manifest, log_config, vocab, templates)
+    return Bundle(path, manifest, log_config, vocab, templates, home)
+
+
+CURRENT = "current"
+VERSIONS = "versions"
+
+
+def current_version(home: Path) -> Path:
+    """The directory of the version ``home/current`` points to (``home`` itself when
+    there is no ``current``). The link must name ``.`` or ``versions/<name>``: a link
+    anywhere else is a :class:`BundleError`, never followed."""
+    link = home / CURRENT
+    if not link.is_symlink():
+        if link.exists():
+            raise BundleError(f"{link}: expected a symlink to versions/<model_id>")
+        return home
+    target = os.readlink(link)
+    parts = Path(target).parts
+    if target in (".", "./"):
+        return home
+    if len(parts) != 2 or parts[0] != VERSIONS or parts[1] in (".", ".."):
+        raise BundleError(f"{link} -> {target}: must point to . or {VERSIONS}/<model_id>")
+    version = home / VERSIONS / parts[1]
+    if not version.is_dir():
+        raise BundleError(f"{link} -> {target}: no such version")
+    return version
 
 
 def _verify_file(root: Path, name: str, entry: object) -> None:
