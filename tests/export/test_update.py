@@ -22,7 +22,7 @@ from logsieve.export.update import UpdateRequest, grow_model, update_bundle
 from logsieve.logs.pipeline import mine_templates
 from logsieve.logs.template_growth import grow_templates
 from logsieve.logs.templates import UNKNOWN, TemplateMatcher
-from tests.agent_plugin.served import updated_home, write_update_log
+from tests.agent_plugin.served import write_update_log
 
 # --- templates -------------------------------------------------------------------------
 
@@ -64,10 +64,10 @@ def test_a_new_template_never_takes_a_line_of_a_known_one() -> None:
 # --- update and rollback ------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def home(tiny_bundle: object, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A copy of the tiny bundle updated in place on logs with one new template."""
-    return updated_home(tiny_bundle, tmp_path_factory.mktemp("update"))  # type: ignore[arg-type]
+@pytest.fixture()
+def home(tiny_home: Path) -> Path:
+    """The tiny bundle updated in place on logs with one new template (shared: read only)."""
+    return tiny_home
 
 
 def test_update_adds_a_current_version_with_its_parent_recorded(home: Path) -> None:
