@@ -8,6 +8,8 @@ import os
 import re
 import shutil
 import signal
+import subprocess
+import sys
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -29,6 +31,7 @@ from logsieve.engine.windows import LocalWindowEngine
 from logsieve.logs.templates import UNKNOWN
 
 from .served import hdfs_events, replay, settings, update_lines
+from .test_app import free_port
 
 pytestmark = pytest.mark.asyncio
 
@@ -196,3 +199,57 @@ async def test_a_corrupt_or_missing_bundle_on_reload_keeps_the_old_model_serving
         await rx.stop()
     flags = rx.flags()
     assert flags and {f["model_id"] for f in flags} == {serving.model_id}
+
+
+async def test_logsieve_serve_subprocess_reloads_on_sighup(tiny_home: Path, tmp_path: Path) -> None:
+    home = tmp_path / "B"
+    shutil.copytree(tiny_home, home, symlinks=True)
+    new_id = open_bundle(home).model_id
+    parent = rollback(home)
+    first, second = two_parts(6, seed=24)
+    rx = FlagReceiver()
+    await rx.start()
+    port = free_port()
+    config = tmp_path / "serve.toml"
+    config.write_text(
+        "[server]\nudp_heartbeat = false\n\n"
+        "[upstream]\nself_hostname = 'logsieve.test'\nflush_interval = 0.05\n\n"
+        "[pipeline]\nmax_wait_ms = 5\nevery_verdict = true\n"
+    )
+    logsieve = Path(sys.executable).with_name("logsieve")
+    proc = await asyncio.create_subprocess_exec(
+        str(logsieve), "serve", "--bundle", str(home), "--config", str(config),
+        "--listen", f"127.0.0.1:{port}", "--upstream", f"127.0.0.1:{rx.port}",
+        "--metrics", "127.0.0.1:0",
+        stderr=subprocess.PIPE,
+    )  # fmt: skip
+    assert proc.stderr is not None
+    try:
+        banner = await asyncio.wait_for(proc.stderr.readline(), 60.0)
+        assert b"logsieve serving" in banner, banner
+        await asyncio.to_thread(replay, port, first)
+        n_first = len(block_keys(first)) - 1
+        assert await rx.wait_for(lambda: len(rx.flags()) == n_first, 30.0)
+        set_current(home, new_id)
+        proc.send_signal(signal.SIGHUP)
+        lines = []
+        while not any(b"reloaded" in line for line in lines):
+            lines.append(await asyncio.wait_for(proc.stderr.readline(), 60.0))
+            assert lines[-1], b"".join(lines)
+        await asyncio.to_thread(replay, port, second)
+        await asyncio.sleep(0.5)  # no ack in Message mode: let the server read it
+        proc.send_signal(signal.SIGTERM)
+        rest = await asyncio.wait_for(proc.stderr.read(), 30.0)
+        code = await proc.wait()
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+        await rx.stop()
+    assert code == 0, rest.decode()
+    flags = rx.flags()
+    assert max(window_ids(flags).values()) == 1
+    by_model = Counter(f["model_id"] for f in flags)
+    assert by_model[parent.model_id] == n_first
+    # The tick's window and every block of the second run: scored by the new model.
+    assert by_model[new_id] == 1 + len(block_keys(second))
