@@ -156,6 +156,10 @@ class Service:
                 log.error("reload of %s failed, still serving %s: %s", source, old.model_id, exc)
                 metrics.labels(result="failed").inc()
                 return False
+            if model is None:
+                log.warning("reload of %s: still model %s, nothing to do", source, old.model_id)
+                metrics.labels(result="ok").inc()
+                return True
             if self._stopping:  # shutdown began while the engine was loading
                 await asyncio.to_thread(model.engine.close)
                 metrics.labels(result="failed").inc()

@@ -98,11 +98,14 @@ def load_model(
     config: PipelineConfig,
     start_engine: Callable[[Bundle], WindowEngine],
     current: Bundle | None = None,
-) -> ServedModel:
+) -> ServedModel | None:
     """Open and verify the bundle at ``path``, start its engine with
     ``start_engine(bundle)`` and wrap both (blocking: run it off the event loop).
-    The engine is closed again if anything after its start fails."""
+    The engine is closed again if anything after its start fails. None when the
+    bundle is the very one ``current`` serves (same version, same model): no change."""
     bundle = open_bundle(path)
+    if current is not None and (bundle.path, bundle.model_id) == (current.path, current.model_id):
+        return None
     check_servable(bundle, current)
     engine = start_engine(bundle)
     try:
