@@ -37,6 +37,7 @@ from logsieve.bundle_versions import add_version, set_current
 from logsieve.errors import BundleError, ConfigError
 from logsieve.export.data.prepare import LINE_DATASETS, prepare
 from logsieve.export.fastlogad.model import Discriminator, ModelConfig, load_discriminator
+from logsieve.export.fastlogad.replay import read_normal_windows
 
 __all__ = ["FINETUNE_EPOCHS", "UpdateRequest", "grow_model", "update_bundle"]
 
@@ -109,9 +110,15 @@ def update_bundle(req: UpdateRequest, progress: Echo = print, report: Echo = pri
         grow_templates_of=parent.templates_state,
     )
     growth = data.summary["template_growth"]
+    new_windows = (len(data.train), len(data.validation))
+    kept = read_normal_windows(parent)
+    if kept is not None:  # train and calibrate on the old normal windows too
+        data.train = [*kept[0], *data.train]
+        data.validation = [*kept[1], *data.validation]
     progress(
-        f"{req.data_path}: {len(data.train)} training, {len(data.validation)} validation "
-        f"sequences; templates {growth['known']} known + {growth['added']} new "
+        f"{req.data_path}: {new_windows[0]} training, {new_windows[1]} validation "
+        f"sequences (+ {len(kept[0]) if kept else 0} and {len(kept[1]) if kept else 0} "
+        f"the parent kept); templates {growth['known']} known + {growth['added']} new "
         f"({growth['lines_known']} of {growth['lines']} lines matched a known one)"
     )
     old = load_discriminator(parent.file("model.pt"))
@@ -128,6 +135,8 @@ def update_bundle(req: UpdateRequest, progress: Echo = print, report: Echo = pri
             "dataset": fmt,
             "template_growth": growth,
             "parent_vocab_size": parent.manifest.get("vocab_size"),
+            "new_windows": {"train": new_windows[0], "validation": new_windows[1]},
+            "parent_windows": {"train": len(kept[0]), "validation": len(kept[1])} if kept else None,
         },
     }
     home = parent.home or parent.path

@@ -6,6 +6,8 @@ A bundle is a directory::
                      how it was chosen, model args, training summary, file hashes
     vocab.json       [PAD] [CLS] [MASK] [UNK] then one id per template
     templates.json   the template matcher's state (our own versioned JSON)
+    normal_windows.json  token-id sequences of the normal training/validation windows
+                     (what ``logsieve update`` trains and calibrates on with new logs)
     model.pt         checkpoint with model_args (read by ``logsieve.export`` only)
     program.pt2      the scoring module as a torch.export ExportedProgram (logsieve export)
     model.onnx       the same program lowered to ONNX

@@ -18,6 +18,8 @@ from logsieve.export.calibrate import threshold_from_normal
 from logsieve.export.data.formats import FORMATS
 from logsieve.export.data.prepare import Prepared
 from logsieve.export.fastlogad.model import Discriminator, ModelConfig, save_checkpoint
+from logsieve.export.fastlogad.replay import FILE as REPLAY_FILE
+from logsieve.export.fastlogad.replay import normal_windows_doc
 from logsieve.export.fastlogad.scoring import score_sequences
 from logsieve.export.fastlogad.train import TrainConfig, TrainResult, train
 
@@ -52,6 +54,7 @@ def train_bundle(
     writer = BundleWriter(out)
     try:
         writer.add_text("vocab.json", data.vocab.to_json())
+        writer.add_json(REPLAY_FILE, normal_windows_doc(data.train, data.validation))
         if data.templates_state is not None:
             writer.add_json("templates.json", data.templates_state)
         writer.add_with(

@@ -18,6 +18,7 @@ from logsieve.config import LogConfig
 from logsieve.errors import BundleError, ConfigError
 from logsieve.export.data.formats import read_records
 from logsieve.export.fastlogad.model import load_discriminator
+from logsieve.export.fastlogad.replay import read_normal_windows
 from logsieve.export.update import UpdateRequest, grow_model, update_bundle
 from logsieve.logs.pipeline import mine_templates
 from logsieve.logs.template_growth import grow_templates
@@ -165,3 +166,16 @@ def test_update_refuses_what_it_cannot_grow(tmp_path: Path, home: Path) -> None:
     write_update_log(log, 5, seed=3)
     with pytest.raises(BundleError, match="not a bundle"):
         update_bundle(UpdateRequest(tmp_path / "missing", log))
+
+
+def test_the_new_version_trains_and_calibrates_on_the_windows_the_parent_kept(
+    home: Path,
+) -> None:
+    root, new = open_bundle(home, follow_current=False), open_bundle(home)
+    kept_old, kept_new = read_normal_windows(root), read_normal_windows(new)
+    assert kept_old is not None and kept_new is not None
+    update = new.manifest["update"]
+    assert update["parent_windows"] == {"train": len(kept_old[0]), "validation": len(kept_old[1])}
+    assert {tuple(s) for s in kept_old[0]} <= {tuple(s) for s in kept_new[0]}
+    n_val = len(kept_old[1]) + update["new_windows"]["validation"]
+    assert new.manifest["threshold"]["n_validation"] == n_val == len(kept_new[1])
