@@ -25,6 +25,11 @@ tick (``advance_interval``; see :class:`~.pipeline_config.PipelineConfig` for th
 watermark), and at :meth:`close`. Everything in the windower runs on the event loop;
 only the engine call leaves it (to the engine process, or to a single worker thread),
 and the batcher awaits each batch before the next, so engine calls never overlap.
+
+A reload (SIGHUP, :meth:`StreamingPipeline.swap_model`) changes the model between two
+records: each queued window is scored by the model current when it closed (its ids
+come from that model's templates), open windows are re-matched with the new model's
+templates, and the old engine is closed after its last window (:mod:`.served_model`).
 """
 
 from __future__ import annotations

@@ -87,15 +87,16 @@ def grow_templates(
         if text not in seen:
             seen.add(text)
             given.append((text, tid))
-    old_tokens = [tuple(tokenize(t.template)) for t in base.templates]
     by_len: dict[int, list[tuple[str, ...]]] = {}
-    for tokens in old_tokens:
-        by_len.setdefault(len(tokens), []).append(tokens)
+    for known in base.templates:
+        old = tuple(tokenize(known.template))
+        by_len.setdefault(len(old), []).append(old)
     new_templates: list[dict[str, Any]] = []
     generalised = 0
     for t in miner.templates:
-        tokens = _unshadow(list(tokenize(t.template)), by_len)
-        generalised += tokens != tokenize(t.template)
+        mined = tokenize(t.template)
+        tokens = _unshadow(list(mined), by_len)
+        generalised += tokens != mined
         new_templates.append({"id": n_old + t.id, "template": " ".join(tokens), "count": t.count})
     merged: dict[str, Any] = {
         **state,

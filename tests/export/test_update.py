@@ -166,6 +166,9 @@ def test_update_refuses_what_it_cannot_grow(tmp_path: Path, home: Path) -> None:
     write_update_log(log, 5, seed=3)
     with pytest.raises(BundleError, match="not a bundle"):
         update_bundle(UpdateRequest(tmp_path / "missing", log))
+    version = open_bundle(home).path
+    with pytest.raises(ConfigError, match="not one of its versions"):
+        update_bundle(UpdateRequest(version, log))
 
 
 def test_the_new_version_trains_and_calibrates_on_the_windows_the_parent_kept(
