@@ -66,13 +66,17 @@ def main() -> None:
             with tempfile.TemporaryDirectory() as tmp:
                 out = Path(tmp) / "b"
                 t0 = time.perf_counter()
-                update_bundle(
-                    UpdateRequest(args.parent, args.data / "HDFS_5k.log", out=out, mode=mode,  # type: ignore[arg-type]
-                                  train_n=args.train_n, seed=seed, threads=args.threads,
-                                  export=False),  # fmt: skip
-                    progress=lambda _: None,
-                    report=lambda _: None,
+                request = UpdateRequest(
+                    args.parent,
+                    args.data / "HDFS_5k.log",
+                    out=out,
+                    mode=mode,  # type: ignore[arg-type]
+                    train_n=args.train_n,
+                    seed=seed,
+                    threads=args.threads,
+                    export=False,
                 )
+                update_bundle(request, progress=lambda _: None, report=lambda _: None)
                 secs = time.perf_counter() - t0
                 row = evaluate(out, args.data, args.train_n, args.threads)
                 assert open_bundle(out).manifest["parent_model_id"]
