@@ -9,7 +9,8 @@ both (bench/RESULTS.md, "Adapting a bundle"). Token ids stay valid across update
 because an update only appends templates.
 
 Bounded: at most :data:`MAX_TRAIN` distinct training windows (the first ones) and the
-last :data:`MAX_VALIDATION` validation windows.
+last :data:`MAX_VALIDATION` validation windows, and :data:`MAX_TOKENS` token ids for
+each of the two (a few MB of JSON at most).
 """
 
 from __future__ import annotations
@@ -24,12 +25,20 @@ from logsieve.bundle import Bundle
 from logsieve.errors import BundleError
 from logsieve.logs.vocab import CLS
 
-__all__ = ["FILE", "MAX_TRAIN", "MAX_VALIDATION", "normal_windows_doc", "read_normal_windows"]
+__all__ = [
+    "FILE",
+    "MAX_TOKENS",
+    "MAX_TRAIN",
+    "MAX_VALIDATION",
+    "normal_windows_doc",
+    "read_normal_windows",
+]
 
 FILE = "normal_windows.json"
 SCHEMA_VERSION = 1
 MAX_TRAIN = 20_000
 MAX_VALIDATION = 5_000
+MAX_TOKENS = 500_000
 
 IdArray = npt.NDArray[np.int64]
 
@@ -37,16 +46,25 @@ IdArray = npt.NDArray[np.int64]
 def normal_windows_doc(train: Sequence[IdArray], validation: Sequence[IdArray]) -> dict[str, Any]:
     """The JSON object :func:`read_normal_windows` reads back."""
     distinct: dict[bytes, list[int]] = {}
+    tokens = 0
     for s in train:
         key = np.asarray(s, dtype=np.int64).tobytes()
         if key not in distinct:
-            if len(distinct) >= MAX_TRAIN:
+            tokens += len(s)
+            if len(distinct) >= MAX_TRAIN or tokens > MAX_TOKENS:
                 break
             distinct[key] = [int(x) for x in s]
+    kept: list[list[int]] = []
+    tokens = 0
+    for s in reversed(validation[-MAX_VALIDATION:]):
+        tokens += len(s)
+        if tokens > MAX_TOKENS:
+            break
+        kept.append([int(x) for x in s])
     return {
         "schema_version": SCHEMA_VERSION,
         "train": list(distinct.values()),
-        "validation": [[int(x) for x in s] for s in validation[-MAX_VALIDATION:]],
+        "validation": kept[::-1],
     }
 
 

@@ -182,3 +182,17 @@ def test_the_new_version_trains_and_calibrates_on_the_windows_the_parent_kept(
     assert {tuple(s) for s in kept_old[0]} <= {tuple(s) for s in kept_new[0]}
     n_val = len(kept_old[1]) + update["new_windows"]["validation"]
     assert new.manifest["threshold"]["n_validation"] == n_val == len(kept_new[1])
+
+
+def test_kept_normal_windows_are_distinct_and_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    import numpy as np
+
+    from logsieve.export.fastlogad import replay
+
+    seqs = [np.array([1, 4 + i % 5, 5]) for i in range(40)]
+    doc = replay.normal_windows_doc(seqs, seqs)
+    assert len(doc["train"]) == 5 and len(doc["validation"]) == 40
+    monkeypatch.setattr(replay, "MAX_TOKENS", 9)
+    doc = replay.normal_windows_doc(seqs, seqs)
+    assert len(doc["train"]) == 3  # 3 tokens each
+    assert doc["validation"] == [s.tolist() for s in seqs[-3:]]  # the most recent ones
