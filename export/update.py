@@ -122,8 +122,8 @@ def update_bundle(req: UpdateRequest, progress: Echo = print, report: Echo = pri
         data.validation = [*kept[1], *data.validation]
     progress(
         f"{req.data_path}: {new_windows[0]} training, {new_windows[1]} validation "
-        f"sequences (+ {len(kept[0]) if kept else 0} and {len(kept[1]) if kept else 0} "
-        f"the parent kept); templates {growth['known']} known + {growth['added']} new "
+        f"sequences, + {len(kept[0]) if kept else 0} and {len(kept[1]) if kept else 0} "
+        f"the parent kept; templates {growth['known']} known + {growth['added']} new "
         f"({growth['lines_known']} of {growth['lines']} lines matched a known one)"
     )
     old = load_discriminator(parent.file("model.pt"))
