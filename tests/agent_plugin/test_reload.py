@@ -73,7 +73,9 @@ async def test_a_swap_scores_queued_windows_by_the_old_model_and_open_ones_by_th
     tiny_home: Path,
 ) -> None:
     parent, new = open_bundle(tiny_home, follow_current=False), open_bundle(tiny_home)
-    cfg = PipelineConfig(every_verdict=True, advance_interval=0, top_k=100, max_wait_ms=1.0)
+    cfg = PipelineConfig(
+        every_verdict=True, pass_through=True, advance_interval=0, top_k=100, max_wait_ms=1.0
+    )
     up = Collect()
     engine = LocalWindowEngine.for_bundle(load_engine(parent, "auto"), parent)
     pipe = StreamingPipeline(cfg, parent, engine, up)
@@ -92,6 +94,13 @@ async def test_a_swap_scores_queued_windows_by_the_old_model_and_open_ones_by_th
     await pipe.close()
     new_engine.close()
 
+    # Every record went through once, enriched with its window's verdict (the records
+    # held for windows re-matched at the swap were found again under their new event).
+    passed = [r for r in up.sent if "log" in r]
+    assert len(passed) == len(first) + len(second)
+    flags = [r for r in up.sent if "flag_id" in r]
+    assert {r["logsieve_flag_id"] for r in passed} == {f["flag_id"] for f in flags}
+    up.sent = flags
     assert max(window_ids(up.sent).values()) == 1  # never scored twice
     closed = sum(sample_value(pipe.metrics.windows_closed, reason=r) for r in ("idle", "flush"))
     assert len(up.sent) == closed  # never lost
