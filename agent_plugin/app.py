@@ -8,6 +8,7 @@ Usage::
     await service.stop()                         # the ordered shutdown below
 
     exit_code = asyncio.run(run_service(settings, bundle))   # until SIGTERM/SIGINT
+    await service.reload()                       # what SIGHUP does: the bundle again
 
 Shutdown order (STYLE.md §4), each step bounded:
 
@@ -33,6 +34,7 @@ import logging
 import signal
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from logsieve.bundle import Bundle
@@ -45,6 +47,7 @@ from .metrics_http import MetricsServer
 from .pipeline import StreamingPipeline
 from .pipeline_metrics import PipelineMetrics
 from .serve_config import ServeSettings
+from .served_model import load_model
 from .server import ForwardServer
 from .upstream import UpstreamClient
 
@@ -60,6 +63,7 @@ log = logging.getLogger(__name__)
 GC_THRESHOLD = (50_000, 20, 100)
 EXIT_FAST = 130  # second signal: shutdown abandoned (like a shell's 128 + SIGINT)
 _SIGNALS = (signal.SIGTERM, signal.SIGINT)
+_RELOAD = signal.SIGHUP
 
 
 class Service:
@@ -75,22 +79,11 @@ class Service:
     ) -> None:
         self.settings = settings
         self.bundle = bundle
-        cfg = settings.pipeline
         self._gc_before: tuple[int, int, int] | None = None  # start() sets, stop() restores
+        self._reload_lock = asyncio.Lock()
+        self._stopping = False
         # Ours to close at stop(): a child process, or the in-process engine's thread.
-        self.engine: WindowEngine
-        if engine is None and cfg.engine_process:
-            self.engine = EngineWorker(
-                bundle.path,
-                cfg.backend,
-                threads=cfg.engine_threads,
-                batch_size=cfg.batch_size,
-                batch_timeout=cfg.engine_timeout,
-            )
-        else:
-            if engine is None:
-                engine = load_engine(bundle, cfg.backend, threads=cfg.engine_threads)
-            self.engine = LocalWindowEngine.for_bundle(engine, bundle, cfg.batch_size)
+        self.engine: WindowEngine = self._start_engine(bundle, engine)
         try:
             self._wire(settings, clock)
         except BaseException:
@@ -119,6 +112,69 @@ class Service:
             health=lambda: self.server.is_serving,
         )
         self._started: list[str] = []
+
+    def _start_engine(self, bundle: Bundle, engine: Engine | None = None) -> WindowEngine:
+        """The bundle's window engine: a child process by default, else in this process
+        (``engine``, if given, is used in this process as it is)."""
+        cfg = self.settings.pipeline
+        if engine is None and cfg.engine_process:
+            return EngineWorker(
+                bundle.path,
+                cfg.backend,
+                threads=cfg.engine_threads,
+                batch_size=cfg.batch_size,
+                batch_timeout=cfg.engine_timeout,
+            )
+        if engine is None:
+            engine = load_engine(bundle, cfg.backend, threads=cfg.engine_threads)
+        return LocalWindowEngine.for_bundle(engine, bundle, cfg.batch_size)
+
+    async def reload(self, path: Path | None = None) -> bool:
+        """Load the bundle again (or the one at ``path``) and serve it; what SIGHUP does.
+
+        The bundle is read from the path it was opened by (``bundle.home``), so a
+        versioned home's new ``current`` is picked up. Verifying it and starting its
+        engine run off the event loop; the switch itself (:meth:`StreamingPipeline.
+        swap_model`) loses and re-scores no window. Returns False, logs the reason and
+        counts ``failed`` when the bundle cannot be served: the old model keeps serving.
+        Reloads run one at a time; one asked for during shutdown is refused.
+        """
+        metrics = self.pipeline_metrics.reloads
+        async with self._reload_lock:
+            old = self.bundle
+            source = Path(path) if path is not None else (old.home or old.path)
+            if self._stopping:
+                log.warning("reload of %s refused: shutting down", source)
+                metrics.labels(result="failed").inc()
+                return False
+            loop = asyncio.get_running_loop()
+            try:
+                model = await loop.run_in_executor(
+                    None, load_model, source, self.settings.pipeline, self._start_engine, old
+                )
+            except Exception as exc:
+                log.error("reload of %s failed, still serving %s: %s", source, old.model_id, exc)
+                metrics.labels(result="failed").inc()
+                return False
+            if model is None:
+                log.warning("reload of %s: still model %s, nothing to do", source, old.model_id)
+                metrics.labels(result="ok").inc()
+                return True
+            if self._stopping:  # shutdown began while the engine was loading
+                await asyncio.to_thread(model.engine.close)
+                metrics.labels(result="failed").inc()
+                return False
+            self.pipeline.swap_model(model)  # the old engine is the pipeline's to close now
+            self.engine, self.bundle = model.engine, model.bundle
+            metrics.labels(result="ok").inc()
+            log.warning(
+                "reloaded %s: model %s -> %s (%s)",
+                source,
+                old.model_id,
+                model.model_id,
+                model.engine.info.label,
+            )
+            return True
 
     @property
     def port(self) -> int:
@@ -163,6 +219,7 @@ class Service:
         """The ordered shutdown (module docstring). True if every flag was delivered
         or spooled; safe to call twice."""
         started, self._started = self._started, []
+        self._stopping = True
         cfg = self.settings.pipeline
         if "server" in started:
             await self.server.stop(drain_timeout=cfg.drain_timeout)
@@ -197,6 +254,7 @@ class Service:
         Unacked flags still go to the spool (a local write); without one they are
         lost and counted. Every step is a no-op for a part already stopped.
         """
+        self._stopping = True
         await self.server.stop(drain_timeout=0.1)
         await self.upstream.stop(timeout=0)
         await self.http.stop()
@@ -237,9 +295,18 @@ async def run_service(
             log.error("second signal: abandoning shutdown")
             shutdown.cancel()
 
-    previous = {s: signal.getsignal(s) for s in _SIGNALS}
+    reloads: set[asyncio.Task[bool]] = set()
+
+    def on_reload() -> None:
+        log.warning("SIGHUP: reloading %s", service.bundle.home or service.bundle.path)
+        task = asyncio.create_task(service.reload(), name="logsieve-reload")
+        reloads.add(task)
+        task.add_done_callback(reloads.discard)
+
+    previous = {s: signal.getsignal(s) for s in (*_SIGNALS, _RELOAD)}
     for s in _SIGNALS:
         loop.add_signal_handler(s, on_signal, s)
+    loop.add_signal_handler(_RELOAD, on_reload)
     try:
         await service.start()
         if ready is not None:
@@ -255,6 +322,8 @@ async def run_service(
             return EXIT_FAST
         return 0 if delivered else 1
     finally:
-        for s in _SIGNALS:
+        for s in (*_SIGNALS, _RELOAD):
             loop.remove_signal_handler(s)
             signal.signal(s, previous[s])
+        if reloads:  # each refuses to swap once stopping; let them release their engines
+            await asyncio.gather(*reloads, return_exceptions=True)

@@ -32,6 +32,11 @@ watermark behind the windows it closed, so an incident whose host went quiet is
 emitted once no window can join it. Everything in the windower runs on the event loop;
 only the engine call leaves it (to the engine process, or to a single worker thread),
 and the batcher awaits each batch before the next, so engine calls never overlap.
+
+A reload (SIGHUP, :meth:`StreamingPipeline.swap_model`) changes the model between two
+records: each queued window is scored by the model current when it closed (its ids
+come from that model's templates), open windows are re-matched with the new model's
+templates, and the old engine is closed after its last window (:mod:`.served_model`).
 """
 
 from __future__ import annotations
@@ -47,11 +52,11 @@ from typing import Any, Protocol
 
 from logsieve.bundle import Bundle
 from logsieve.engine.windows import WindowEngine
-from logsieve.errors import BundleError, ConfigError, LogsieveError
+from logsieve.errors import ConfigError, LogsieveError
 from logsieve.incidents import Incident, IncidentMerger
 from logsieve.logs.pipeline import Event, LinePipeline
 from logsieve.logs.records import LogRecord
-from logsieve.logs.templates import TemplateMatcher
+from logsieve.logs.vocab import Vocab
 from logsieve.logs.windows import Window
 from logsieve.verdict import Verdict, model_inputs, scored_windows, seen_in_training
 
@@ -60,6 +65,7 @@ from .forward import LogRecord as ForwardRecord
 from .forward import RecordBatch
 from .pipeline_config import PipelineConfig
 from .pipeline_metrics import PipelineMetrics
+from .served_model import ServedModel, served_model
 
 __all__ = ["FlagSender", "PipelineClosedError", "StreamingPipeline"]
 
@@ -111,35 +117,23 @@ class StreamingPipeline:
         *,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        if bundle.templates_state is None or bundle.vocab is None:
-            raise BundleError(
-                f"{bundle.path}: trained on pre-parsed template ids, it cannot read raw "
-                "lines (serve a bundle trained on raw lines)"
-            )
         self.config = config
         self.upstream = upstream
+        model = served_model(bundle, engine, config)
         log_config = bundle.log_config
         self.text_fields = config.text_fields or log_config.text_fields
         # Only per-host (sliding) windows read a record's host; session keys never do.
         self._needs_host = log_config.windows.kind == "sliding"
         self.lines = LinePipeline(
-            log_config,
-            TemplateMatcher.from_state(bundle.templates_state),
-            clock=clock if config.idle_close > 0 else None,
+            log_config, model.matcher, clock=clock if config.idle_close > 0 else None
         )
         self.incidents = IncidentMerger.for_windows(log_config.windows, bundle.model_id)
-        self.engine = engine
-        self.bundle = bundle
-        self.vocab = bundle.vocab
-        self.threshold = bundle.threshold
-        self.builder = FlagBuilder(
-            model_id=bundle.model_id,
-            detector=bundle.detector,
-            top_k=config.top_k,
-            every_verdict=config.every_verdict,
-            tag=config.flag_tag,
-        )
+        self._model = model  # current; a reload replaces it (swap_model)
+        self._model_of: dict[int, ServedModel] = {}  # id(queued window) -> its model
+        self._retired: list[ServedModel] = []
+        self._closing: set[asyncio.Future[None]] = set()  # retired engines being closed
         self.metrics = metrics if metrics is not None else PipelineMetrics()
+        self.metrics.set_model(model.model_id, bundle.detector, str(bundle.path))
         self._clock = clock
         self._queue: asyncio.Queue[Window[Event] | object] = asyncio.Queue(config.queue_size)
         self._held: dict[int, tuple[Event, ForwardRecord]] = {}  # pass-through, by id(event)
@@ -158,9 +152,60 @@ class StreamingPipeline:
             unknown_rate=lambda: self.lines.matcher.unknown_rate,
             queue_depth=lambda: self.queue_depth,
             held_records=lambda: self.held_records,
-            engine_restarts=lambda: engine.restarts,
+            engine_restarts=lambda: self._model.engine.restarts,
             novelty_patterns=lambda: len(novelty.patterns) if novelty is not None else 0,
         )
+
+    # -- the served model ----------------------------------------------------
+
+    @property
+    def model(self) -> ServedModel:
+        """The current model: windows closing from now on are scored by it."""
+        return self._model
+
+    @property
+    def engine(self) -> WindowEngine:
+        return self._model.engine
+
+    @property
+    def vocab(self) -> Vocab | None:
+        return self._model.vocab
+
+    @property
+    def threshold(self) -> float:
+        return self._model.threshold
+
+    @property
+    def builder(self) -> FlagBuilder:
+        return self._model.builder
+
+    def swap_model(self, model: ServedModel) -> None:
+        """Make ``model`` current (on the event loop, between records: no await).
+
+        Windows already closed stay queued for the model current when they closed;
+        open windows are re-matched with the new model's templates and will be scored
+        by it. The old model is retired: its engine is closed (off the loop) once its
+        last queued window is scored. The caller owns nothing more of either engine.
+        """
+        old, self._model = self._model, model
+        self.incidents.model_id = model.model_id  # incidents opened from now on
+        self.metrics.set_model(model.model_id, model.bundle.detector, str(model.bundle.path))
+        old.retired = True
+        self._retired.append(old)
+        for old_id, new in self.lines.use_matcher(model.matcher).items():
+            held = self._held.pop(old_id, None)
+            if held is not None:
+                self._held[id(new)] = (new, held[1])
+        self._close_drained()
+
+    def _close_drained(self) -> None:
+        for m in [m for m in self._retired if m.drained]:
+            m.closed = True
+            self._retired.remove(m)
+            # EngineWorker.close joins a process: never on the loop.
+            done = asyncio.get_running_loop().run_in_executor(None, m.engine.close)
+            self._closing.add(done)
+            done.add_done_callback(self._closing.discard)
 
     # -- lifecycle -----------------------------------------------------------
 
@@ -197,6 +242,11 @@ class StreamingPipeline:
             await self._pass(rec, None)
         self._held.clear()
         self.save_novelty()
+        for retired in self._retired:  # windows lost with a cancelled batcher: close anyway
+            await asyncio.to_thread(retired.engine.close)
+        self._retired.clear()
+        if self._closing:
+            await asyncio.gather(*self._closing, return_exceptions=True)
         self._state = "closed"
         log.info("pipeline closed: %s", self.stats())
 
@@ -264,6 +314,11 @@ class StreamingPipeline:
 
     async def _enqueue(self, window: Window[Event]) -> None:
         self.metrics.windows_closed.labels(reason=window.closed_by).inc()
+        # Tagged before the put: a reload while this waits for room must not change
+        # which model (whose template ids the window holds) scores it.
+        model = self._model
+        model.pending += 1
+        self._model_of[id(window)] = model
         await self._queue.put(window)
 
     # -- the clock -----------------------------------------------------------
@@ -342,17 +397,32 @@ class StreamingPipeline:
         return None
 
     async def _process(self, windows: list[Window[Event]]) -> None:
+        """Score a batch, each window by the model it was queued for (runs of one
+        model; two runs only in the batch that straddles a reload)."""
+        models = [self._model_of.pop(id(w), self._model) for w in windows]
+        start = 0
+        for end in range(1, len(windows) + 1):
+            if end == len(windows) or models[end] is not models[start]:
+                model = models[start]
+                try:
+                    await self._score(model, windows[start:end])
+                finally:
+                    model.pending -= end - start
+                    self._close_drained()
+                start = end
+
+    async def _score(self, model: ServedModel, windows: list[Window[Event]]) -> None:
         m = self.metrics
         t0 = time.perf_counter()
         # Judged now, when the windows closed: the spread of their new templates so far.
         ids, judged = model_inputs(windows, self.lines.novelty)
         await self._send_patterns()
         try:
-            scores = await self.engine.score_ids_async(ids)
+            scores = await model.engine.score_ids_async(ids)
             # Inside the try, as before: a reply that does not fit its windows (a broken
             # engine) is counted as failed, not allowed to kill the batcher.
-            seen = seen_in_training(ids, self.bundle)
-            scored = scored_windows(windows, scores, self.vocab, self.threshold, judged, seen)
+            seen = seen_in_training(ids, model.bundle)
+            scored = scored_windows(windows, scores, model.vocab, model.threshold, judged, seen)
         except Exception:
             # A failing engine must not take the server down; the windows are counted.
             m.windows_failed.inc(len(windows))
@@ -369,13 +439,13 @@ class StreamingPipeline:
             flag_id, done = self.incidents.push(sw, window.items)
             if done:
                 await self._send_incidents(done)
-            record = None if anomaly else self.builder.build(sw)
+            record = None if anomaly else model.builder.build(sw)
             if record is not None:
-                await self.upstream.send(self.builder.tag, record, time=sw.end)
+                await self.upstream.send(model.builder.tag, record, time=sw.end)
                 m.sent.labels(kind="verdict").inc()
             if self.config.pass_through:
                 # The id of the window's incident: only pass-through needs it.
-                verdict = self.builder.verdict(sw, flag_id)
+                verdict = model.builder.verdict(sw, flag_id)
                 for item in window.items:
                     held = self._held.pop(id(item), None)
                     if held is not None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
 if TYPE_CHECKING:
     from .upstream import UpstreamClient
@@ -110,6 +110,20 @@ class PipelineMetrics:
             ["kind"],
             registry=reg,
         )
+        # Reloads (SIGHUP): "failed" means the old model kept serving.
+        self.reloads = Counter(
+            "logsieve_model_reloads",
+            "Bundle reloads (SIGHUP), by result (ok, failed: the old model kept serving).",
+            ["result"],
+            registry=reg,
+        )
+        self.model = Info(
+            "logsieve_model", "The model serving now (its id, detector and bundle).", registry=reg
+        )
+
+    def set_model(self, model_id: str, detector: str, path: str) -> None:
+        """Publish the model now serving (``logsieve_model_info``)."""
+        self.model.info({"model_id": model_id, "detector": detector, "bundle": path})
 
     def bind(
         self,

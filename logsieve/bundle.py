@@ -6,11 +6,18 @@ A bundle is a directory::
                      how it was chosen, model args, training summary, file hashes
     vocab.json       [PAD] [CLS] [MASK] [UNK] then one id per template
     templates.json   the template matcher's state (our own versioned JSON)
+    normal_windows.json  token-id sequences of the normal training/validation windows
+                     (what ``logsieve update`` trains and calibrates on with new logs)
     model.pt         checkpoint with model_args (read by ``logsieve.export`` only)
     program.pt2      the scoring module as a torch.export ExportedProgram (logsieve export)
     model.onnx       the same program lowered to ONNX
     engines/         compiled artifacts (logsieve build-engine), named by backend,
                      precision, device and toolkit version
+
+A bundle may also be a *versioned home* (``logsieve update`` makes one, see
+:mod:`logsieve.bundle_versions`): ``current`` is a symlink to the version in use
+(``versions/<model_id>``, or ``.`` for the top-level bundle ``train`` wrote), and
+:func:`open_bundle` follows it, so every command that takes a bundle takes a home.
 
 Every file except the manifest is listed with its sha256 and size, and :func:`open_bundle`
 checks them all before anything is used, so a corrupt, truncated or mismatched bundle
@@ -42,6 +49,7 @@ __all__ = [
     "Bundle",
     "BundleWriter",
     "add_files",
+    "current_version",
     "file_sha256",
     "open_bundle",
 ]
@@ -128,7 +136,12 @@ class BundleWriter:
 
 @dataclass(frozen=True)
 class Bundle:
-    """A verified bundle: its manifest, log config, vocabulary and template state."""
+    """A verified bundle: its manifest, log config, vocabulary and template state.
+
+    ``path`` is the directory the files were read from (for a versioned home: the
+    version ``current`` named when it was opened); ``home`` is the path it was opened
+    by, what a reload opens again to pick up a new ``current`` (None: ``path``).
+    """
 
     path: Path
     manifest: dict[str, Any]
@@ -137,6 +150,7 @@ class Bundle:
     templates_state: dict[str, Any] | None
     known: KnownWindows | None = None
     """Training windows held verbatim (:mod:`logsieve.logs.known`); None in old bundles."""
+    home: Path | None = None
 
     @property
     def detector(self) -> str:
@@ -191,11 +205,14 @@ def add_files(
     return open_bundle(bundle.path)
 
 
-def open_bundle(path: Path) -> Bundle:
-    """Read and verify a bundle; any problem is a :class:`BundleError` naming the file."""
-    path = Path(path)
-    if not path.is_dir():
-        raise BundleError(f"{path}: not a bundle directory")
+def open_bundle(path: Path, *, follow_current: bool = True) -> Bundle:
+    """Read and verify a bundle (or the current version of a versioned home); any
+    problem is a :class:`BundleError` naming the file. ``follow_current=False`` reads
+    the files at ``path`` itself (the root version of a home)."""
+    home = Path(path)
+    if not home.is_dir():
+        raise BundleError(f"{home}: not a bundle directory")
+    path = current_version(home) if follow_current else home
     manifest = _read_json(path, MANIFEST)
     if not isinstance(manifest, dict):
         raise BundleError(f"{path / MANIFEST}: expected a JSON object")
@@ -235,7 +252,32 @@ def open_bundle(path: Path) -> Bundle:
             known = KnownWindows.from_json(_read_json(path, "known_windows.json"))
         except BundleError as exc:
             raise BundleError(f"{path / 'known_windows.json'}: {exc}") from None
-    return Bundle(path, manifest, log_config, vocab, templates, known)
+    return Bundle(path, manifest, log_config, vocab, templates, known, home)
+
+
+CURRENT = "current"
+VERSIONS = "versions"
+
+
+def current_version(home: Path) -> Path:
+    """The directory of the version ``home/current`` points to (``home`` itself when
+    there is no ``current``). The link must name ``.`` or ``versions/<name>``: a link
+    anywhere else is a :class:`BundleError`, never followed."""
+    link = home / CURRENT
+    if not link.is_symlink():
+        if link.exists():
+            raise BundleError(f"{link}: expected a symlink to versions/<model_id>")
+        return home
+    target = os.readlink(link)
+    parts = Path(target).parts
+    if target in (".", "./"):
+        return home
+    if len(parts) != 2 or parts[0] != VERSIONS or parts[1] in (".", ".."):
+        raise BundleError(f"{link} -> {target}: must point to . or {VERSIONS}/<model_id>")
+    version = home / VERSIONS / parts[1]
+    if not version.is_dir():
+        raise BundleError(f"{link} -> {target}: no such version")
+    return version
 
 
 def _verify_file(root: Path, name: str, entry: object) -> None:

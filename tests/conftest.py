@@ -43,3 +43,13 @@ def tiny_bundle(tmp_path_factory: pytest.TempPathFactory) -> Bundle:
 def tiny_engine(tiny_bundle: Bundle) -> Engine:
     """The bundle's ``auto`` engine (ONNX Runtime on CPU), shared by the tests."""
     return load_engine(tiny_bundle, "auto")
+
+
+@pytest.fixture(scope="session")
+def tiny_home(tiny_bundle: Bundle, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of the tiny bundle as a versioned home, updated in place (fine-tune, 1+1
+    epochs) on logs with a template it never saw: ``current`` is the new version, the
+    root the parent. Tests that change it work on a copy."""
+    from tests.agent_plugin.served import updated_home
+
+    return updated_home(tiny_bundle, tmp_path_factory.mktemp("home"))

@@ -37,6 +37,7 @@ from logsieve.export.data.formats import default_log_config, read_records
 from logsieve.logs.keys import KeyExtractor
 from logsieve.logs.novelty import NoveltyTracker, judge_offline
 from logsieve.logs.pipeline import mine_templates
+from logsieve.logs.template_growth import grow_templates
 from logsieve.logs.templates import TemplateMatcher
 from logsieve.logs.vocab import Vocab
 from logsieve.logs.windows import replay
@@ -98,6 +99,7 @@ def prepare(
     pattern: str | None = None,
     templates_state: dict[str, Any] | None = None,
     vocab_event_ids: list[int] | None = None,
+    grow_templates_of: dict[str, Any] | None = None,
 ) -> Prepared:
     """Read ``path`` as ``dataset`` (one of :data:`DATASETS`) and split it.
 
@@ -106,6 +108,9 @@ def prepare(
     ``vocab_event_ids``: for the pre-parsed datasets, a bundle's table of the event id
     each template id stands for (its manifest's ``data.vocab_event_ids``); ids map
     through it instead of a vocabulary re-derived from this folder's training file.
+    ``grow_templates_of``: a bundle's template state to *grow* with the training
+    windows' lines (``logsieve update``: known ids kept, new templates appended; see
+    :func:`~logsieve.logs.template_growth.grow_templates`).
     """
     if dataset not in DATASETS:
         raise ConfigError("dataset", dataset, f"one of {', '.join(DATASETS)}")
@@ -118,8 +123,9 @@ def prepare(
     else:
         assert n is not None
         data = _raw(
-            dataset, Path(path), config, n, val_fraction, labels_path, pattern, templates_state
-        )
+            dataset, Path(path), config, n, val_fraction, labels_path, pattern, templates_state,
+            grow_templates_of,
+        )  # fmt: skip
     data.summary["split"] = {"train_n": n, "val_fraction": val_fraction}
     return data
 
@@ -267,6 +273,7 @@ def _raw(
     labels_path: Path | None,
     pattern: str | None,
     templates_state: dict[str, Any] | None,
+    grow_templates_of: dict[str, Any] | None = None,
 ) -> Prepared:
     stats = ReadStats()
     records = list(read_records(path, dataset, pattern=pattern, stats=stats))
@@ -294,9 +301,14 @@ def _raw(
     def lines_of(s: Sequence) -> list[int]:
         return windows[int(s.key.rsplit("#", 1)[1])].items
 
-    state = templates_state or mine_templates(
-        (records[j].text for s in split.train for j in lines_of(s)), config
-    )
+    train_texts = (records[j].text for s in split.train for j in lines_of(s))
+    growth = None
+    if templates_state is not None:
+        state = templates_state
+    elif grow_templates_of is not None:
+        state, growth = grow_templates(grow_templates_of, train_texts, config)
+    else:
+        state = mine_templates(train_texts, config)
     matcher = TemplateMatcher.from_state(state)
     ids = [matcher.match(r.text) for r in records]
     vocab = Vocab(len(matcher.templates), [t.template for t in matcher.templates])
@@ -314,6 +326,8 @@ def _raw(
     unknown = sum(1 for j in test_lines if ids[j] < 0)
     prepared.summary["test_unknown_rate"] = unknown / len(test_lines) if test_lines else 0.0
     prepared.test_keys = [s.key.rsplit("#", 1)[0] for s in split.test]
+    if growth is not None:
+        prepared.summary["template_growth"] = growth.as_dict()
     return prepared
 
 

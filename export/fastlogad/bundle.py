@@ -8,14 +8,18 @@ which the label firewall produced.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from logsieve import __version__
 from logsieve.bundle import Bundle, BundleWriter, open_bundle
 from logsieve.export.calibrate import DEFAULT_QUANTILE, threshold_from_normal
 from logsieve.export.data.formats import FORMATS
 from logsieve.export.data.prepare import Prepared
-from logsieve.export.fastlogad.model import ModelConfig, save_checkpoint
+from logsieve.export.fastlogad.model import Discriminator, ModelConfig, save_checkpoint
+from logsieve.export.fastlogad.replay import FILE as REPLAY_FILE
+from logsieve.export.fastlogad.replay import normal_windows_doc
 from logsieve.export.fastlogad.scoring import score_sequences
 from logsieve.export.fastlogad.train import TrainConfig, TrainResult, train
 from logsieve.logs.known import KnownWindows
@@ -31,12 +35,20 @@ def train_bundle(
     model_cfg: ModelConfig | None = None,
     quantile: float = DEFAULT_QUANTILE,
     progress: bool = True,
+    init: Discriminator | None = None,
+    manifest_extra: Mapping[str, Any] | None = None,
 ) -> tuple[Bundle, TrainResult]:
-    """Train on ``data.train``, calibrate on ``data.validation``, write the bundle."""
+    """Train on ``data.train``, calibrate on ``data.validation``, write the bundle.
+
+    ``init``: fine-tune these weights instead of training a fresh model;
+    ``manifest_extra``: more top-level manifest fields (``logsieve update``'s lineage).
+    """
     model_cfg = model_cfg or ModelConfig(
         vocab_size=data.vocab.size, max_len=data.log_config.max_len
     )
-    result = train(data.train, data.validation, data.vocab.size, model_cfg, train_cfg, progress)
+    result = train(
+        data.train, data.validation, data.vocab.size, model_cfg, train_cfg, progress, init
+    )
     calib = data.validation or data.train  # tiny data sets: no held-out part
     val_scores = score_sequences(result.model, calib)
     threshold = threshold_from_normal(val_scores, quantile)
@@ -46,6 +58,7 @@ def train_bundle(
         writer.add_json(
             "known_windows.json", KnownWindows.of_chunks([*data.train, *data.validation]).to_json()
         )
+        writer.add_json(REPLAY_FILE, normal_windows_doc(data.train, data.validation))
         if data.templates_state is not None:
             writer.add_json("templates.json", data.templates_state)
         writer.add_with(
@@ -79,6 +92,7 @@ def train_bundle(
                 },
                 "data": {k: v for k, v in data.summary.items() if not k.startswith("test")},
                 "onnx": {"inputs": ["ids", "lengths"], "outputs": ["scores", "token_probs"]},
+                **(manifest_extra or {}),
             }
         )
     except BaseException:

@@ -283,8 +283,12 @@ def train(
     model_cfg: ModelConfig | None = None,
     train_cfg: TrainConfig | None = None,
     progress: bool = True,
+    init: Discriminator | None = None,
 ) -> TrainResult:
     """Train a FastLogAD discriminator on normal sequences (no anomaly labels anywhere).
+
+    ``init``: start from these weights instead of a fresh model (fine-tuning; its
+    config must be ``model_cfg``); it is trained in place.
 
     ``train_seqs``/``val_seqs``: int64 arrays ``[CLS] t1 t2 …`` (token ids < ``vocab_size``).
     ``model_cfg`` defaults to the paper's size for ``vocab_size``; its ``vocab_size``
@@ -295,6 +299,8 @@ def train(
     cfg = train_cfg or TrainConfig()
     if model_cfg.vocab_size != vocab_size:
         raise ConfigError("model.vocab_size", model_cfg.vocab_size, f"{vocab_size} (the data's)")
+    if init is not None and init.cfg != model_cfg:
+        raise ConfigError("init", init.cfg, f"a model of {model_cfg}")
     max_len = min(cfg.max_len or model_cfg.max_len, model_cfg.max_len)
     if not train_seqs:
         raise DataError("train: no training sequences")
@@ -310,7 +316,7 @@ def train(
         torch.use_deterministic_algorithms(True)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(cfg.seed)
-            result = _train(unique, val_seqs, model_cfg, cfg, progress)
+            result = _train(unique, val_seqs, model_cfg, cfg, progress, init)
     finally:
         torch.set_num_threads(threads_before)
         torch.use_deterministic_algorithms(det_before)
@@ -325,10 +331,11 @@ def _train(
     model_cfg: ModelConfig,
     cfg: TrainConfig,
     show: bool,
+    init: Discriminator | None = None,
 ) -> TrainResult:
     device = torch.device(cfg.device)
     V = model_cfg.vocab_size
-    disc = Discriminator(model_cfg).to(device).train()
+    disc = (init if init is not None else Discriminator(model_cfg)).to(device).train()
     gen = Generator(model_cfg).to(device).train() if cfg.generator == "mlm" else None
     opt_d = torch.optim.AdamW(disc.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     opt_g = (

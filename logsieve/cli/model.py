@@ -1,7 +1,8 @@
-"""Commands of the detector: ``train``, ``eval`` and ``score``.
+"""Commands of the detector: ``train``, ``eval``, ``score``, ``update`` and ``rollback``.
 
 train → **bundle** → export → build-engine → serve; ``eval`` and ``score`` read a
-bundle. Each command calls one library function of ``logsieve.export`` and prints.
+bundle; ``update`` adds a version adapted to newer logs, ``rollback`` switches back.
+Each command calls one library function of ``logsieve.export`` (or the core) and prints.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any
 import click
 
 from logsieve.cli.options import BACKEND_CHOICES, FORMATS
-from logsieve.export.data.prepare import DATASETS
+from logsieve.export.data.prepare import DATASETS, LINE_DATASETS
 
 __all__ = ["COMMANDS"]
 
@@ -370,4 +371,83 @@ def _ts(t: float) -> str:
     return datetime.fromtimestamp(t, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
 
 
-COMMANDS = [train, eval_, score]
+@click.command()
+@click.option("--bundle", "bundle_path", type=click.Path(exists=True, file_okay=False,
+              path_type=Path), required=True, help="Bundle to adapt.")  # fmt: skip
+@click.option("--data", "data_path", type=click.Path(exists=True, path_type=Path), required=True,
+              help="Recent normal logs, in the bundle's line format.")  # fmt: skip
+@click.option("--dataset", type=click.Choice(LINE_DATASETS), default=None,
+              help="Line format (default: the bundle's).")  # fmt: skip
+@click.option("--pattern", default=None, help="For --dataset lines: line regex.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Write a new bundle here, not a version.")  # fmt: skip
+@click.option("--mode", type=click.Choice(["finetune", "retrain"]), default="finetune",
+              show_default=True, help="Fine-tune the parent, or train afresh.")  # fmt: skip
+@click.option("--train-n", type=int, default=None, help="Normal windows to train on [all].")
+@click.option("--val-fraction", type=float, default=0.1, show_default=True)
+@click.option("--labels", type=click.Path(exists=True, path_type=Path), default=None)
+@click.option("--rtd-epochs", type=int, default=None, help="Default: finetune 2, retrain parent's.")
+@click.option(
+    "--hst-epochs", type=int, default=None, help="Default: finetune 10, retrain parent's."
+)
+@click.option("--lr", type=float, default=None)
+@click.option("--quantile", type=float, default=None, help="Threshold quantile [the parent's].")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--threads", type=int, default=None, help="torch threads (default: all cores).")
+@click.option("--no-export", "no_export", is_flag=True, help="Skip program.pt2/model.onnx.")
+def update(
+    bundle_path: Path, data_path: Path, labels: Path | None, no_export: bool, **opts: Any
+) -> None:
+    """Fold recent normal logs into a new version of a bundle (rollback keeps the old one).
+
+    Reads --data with the bundle's own log settings; known templates keep their ids,
+    new ones get new ids; the model is fine-tuned (new embedding rows added) or
+    retrained, the threshold recalibrated on the new data's normal validation windows
+    (no label read), and the result exported. The new version goes to
+    BUNDLE/versions/<model_id> and BUNDLE/current points to it; its manifest names its
+    parent_model_id. A running `logsieve serve --bundle BUNDLE` switches to it on
+    SIGHUP; `logsieve rollback --bundle BUNDLE` switches back.
+
+    \b
+    Example:
+      logsieve update --bundle bundles/hdfs --data /var/log/hdfs/recent.log
+      kill -HUP "$(pidof -s logsieve)"
+    """
+    from logsieve.export.update import UpdateRequest, update_bundle
+
+    request = UpdateRequest(
+        bundle=bundle_path, data_path=data_path, labels_path=labels, export=not no_export, **opts
+    )
+    update_bundle(request, progress=lambda line: click.echo(line, err=True), report=click.echo)
+
+
+@click.command()
+@click.option("--bundle", "bundle_path", type=click.Path(exists=True, file_okay=False,
+              path_type=Path), required=True, help="A versioned bundle home.")  # fmt: skip
+@click.option("--to", "to", default=None, help="Model id to make current [the parent].")
+@click.option("--list", "list_only", is_flag=True, help="List the versions, change nothing.")
+def rollback(bundle_path: Path, to: str | None, list_only: bool) -> None:
+    """Make the previous version of a bundle current again (or the one --to names).
+
+    One atomic switch of BUNDLE/current; a running `logsieve serve` picks it up on
+    SIGHUP. --list prints every version (* marks the current one).
+
+    \b
+    Example:
+      logsieve rollback --bundle bundles/hdfs && kill -HUP "$(pidof -s logsieve)"
+      logsieve rollback --bundle bundles/hdfs --list
+    """
+    from logsieve.bundle_versions import list_versions
+    from logsieve.bundle_versions import rollback as roll_back
+
+    if not list_only:
+        bundle = roll_back(bundle_path, to)
+        click.echo(f"{bundle_path}: current is now {bundle.model_id} ({bundle.path})")
+        return
+    for v in list_versions(bundle_path):
+        parent = f"parent {v.parent_model_id}" if v.parent_model_id else "trained"
+        click.echo(f"{'*' if v.current else ' '} {v.model_id}  {parent}  {v.created or '-'}  "
+                   f"{v.path}")  # fmt: skip
+
+
+COMMANDS = [train, eval_, score, update, rollback]

@@ -57,7 +57,9 @@ def serve(
     --upstream on the tag `logsieve.flag`. Settings: flags > LOGSIEVE_<TABLE>_<KEY>
     environment variables > the --config file > defaults. SIGTERM or SIGINT drains
     connections, flushes open windows through the engine, waits for upstream acks
-    and exits 0; a second signal exits at once.
+    and exits 0; a second signal exits at once. SIGHUP reloads the bundle from
+    --bundle (after `logsieve update` or `rollback`) without losing a window; if it
+    cannot be loaded, the old model keeps serving.
 
     \b
     Example:

@@ -85,6 +85,27 @@ class LinePipeline:
         event = Event(record.time, tid, record.text)
         return event, keys, self.windower.add(record.time, keys, event)
 
+    def use_matcher(self, matcher: TemplateMatcher) -> dict[int, Event]:
+        """Match from now on with ``matcher`` (a reloaded model's), and re-match the
+        lines of the open windows with it: its ids may name other templates. Returns
+        ``{id(old event): new event}`` for the events whose id changed (replaced in
+        every open window that holds them). The new matcher's counters include the
+        re-matched lines."""
+        self.matcher = matcher
+        changed: dict[int, Event] = {}
+        replaced: list[Event] = []  # keeps the old events alive, so their ids stay unique
+        for items in self.windower.open_items():
+            for i, event in enumerate(items):
+                new = changed.get(id(event))
+                if new is None:
+                    tid = matcher.match(event.text)
+                    if tid == event.template_id or (tid == UNKNOWN and event.template_id < 0):
+                        continue  # still unknown: keep its new-pattern id
+                    new = changed[id(event)] = Event(event.time, tid, event.text)
+                    replaced.append(event)
+                items[i] = new
+        return changed
+
     def advance(self, watermark: float) -> list[Window[Event]]:
         """Close what an event at ``watermark`` would close (clock-driven flushing)."""
         return self.windower.advance(watermark)

@@ -47,9 +47,9 @@ import heapq
 import math
 from abc import ABC, abstractmethod
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Generic, Literal, TypeVar
+from typing import Any, Generic, Literal, TypeVar
 
 from logsieve.config import WindowConfig
 from logsieve.errors import DataError
@@ -121,6 +121,8 @@ class Windower(ABC, Generic[T]):
     Not thread-safe: one windower belongs to one task.
     """
 
+    _open: Mapping[Any, _Open[T]]  # the subclass's open windows, by its own key
+
     def __init__(self, config: WindowConfig) -> None:
         self.config = config
         self.stats = WindowStats()
@@ -135,6 +137,13 @@ class Windower(ABC, Generic[T]):
     @abstractmethod
     def open_windows(self) -> int:
         """Number of windows currently open."""
+
+    def open_items(self) -> Iterator[list[T]]:
+        """The item list of each open window, for relabelling items in place (a
+        served model reloaded with other template ids). Replace items only: adding or
+        removing them would bypass ``max_lines`` and the counters."""
+        for state in self._open.values():
+            yield state.window.items
 
     def add(self, time: float | None, keys: Sequence[str], item: T) -> list[Window[T]]:
         """Add one event under each of ``keys``; return the windows that closed."""

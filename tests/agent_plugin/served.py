@@ -3,6 +3,7 @@ HDFS-like logs through the real ``fluent-logger`` client, and fast settings."""
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -95,3 +96,38 @@ def odd_block(t: float) -> list[tuple[float, dict[str, Any]]]:
     scores barely separate generated anomalies, but a window of [UNK] clears its
     threshold, so a flag is certain."""
     return [(t + i, {"log": text, "raw": text}) for i, text in enumerate(ODD_LINES)]
+
+
+SNAPSHOT = "INFO dfs.DataNode$Snapshotter: Scheduled snapshot of block {blk} on tier cold"
+
+
+def update_lines(n_blocks: int, seed: int) -> list[str]:
+    """Generated HDFS-like logs with one line per block of a template the tiny bundle
+    never saw (a snapshot after each allocation): the logs ``update`` adapts to."""
+    out = []
+    for line in generate_hdfs(n_blocks, seed=seed).lines:
+        out.append(line)
+        if "allocateBlock" in line:
+            date, clock = line.split()[:2]
+            out.append(f"{date} {clock} 33 " + SNAPSHOT.format(blk=line.split()[-1]))
+    return out
+
+
+def write_update_log(path: Path, n_blocks: int, seed: int) -> None:
+    path.write_text("\n".join(update_lines(n_blocks, seed)) + "\n", encoding="utf-8")
+
+
+def updated_home(parent: Bundle, root: Path) -> Path:
+    """A copy of ``parent`` at ``root/B`` updated in place (fine-tune, 1+1 epochs) on
+    ``root/update.log``; ``root/train.log`` holds the parent's own training logs."""
+    from logsieve.export.update import UpdateRequest, update_bundle
+
+    shutil.copytree(parent.path, root / "B")
+    write_synth(generate_hdfs(300, seed=11), root / "train.log")  # make_tiny_bundle's
+    write_update_log(root / "update.log", 150, seed=12)
+    update_bundle(
+        UpdateRequest(root / "B", root / "update.log", rtd_epochs=1, hst_epochs=1),
+        progress=lambda _: None,
+        report=lambda _: None,
+    )
+    return root / "B"
