@@ -3,6 +3,7 @@
 ::
 
     put(batch) ── record → line text → LogRecord ──► LinePipeline (keys, templates, windows)
+                  (a whole raw line: the bundle's line parser → time, host, content)
                                                           │ closed windows
                                        bounded queue ◄────┘   (put awaits when full)
                                              │ batcher: batch_size windows or max_wait_ms
@@ -39,6 +40,7 @@ from typing import Any, Protocol
 from logsieve.bundle import Bundle
 from logsieve.engine.windows import WindowEngine
 from logsieve.errors import BundleError, LogsieveError
+from logsieve.logs.lineformat import LineParser
 from logsieve.logs.pipeline import Event, LinePipeline
 from logsieve.logs.records import LogRecord
 from logsieve.logs.templates import TemplateMatcher
@@ -104,6 +106,12 @@ class StreamingPipeline:
         # Only per-host (sliding) windows read a record's host; session keys never do.
         self._needs_host = log_config.windows.kind == "sliding"
         self.lines = LinePipeline(log_config, TemplateMatcher.from_state(bundle.templates_state))
+        # A record whose text is a whole raw line (Fluent Bit tail without a parser) is
+        # split by the training data's own parser, so it templates and windows as in
+        # training; text that does not parse as a raw line is content already.
+        line_format = bundle.line_format if config.raw_lines else None
+        self.raw_parser = LineParser(line_format) if line_format is not None else None
+        self.raw_counts = {"parsed": 0, "as_is": 0}
         self.engine = engine
         self.vocab = bundle.vocab
         self.threshold = bundle.threshold
@@ -175,10 +183,11 @@ class StreamingPipeline:
         if self._state != "running":
             raise PipelineClosedError(f"pipeline is {self._state}; batch refused")
         m = self.metrics
-        no_text = unknown = 0
+        no_text = unknown = parsed = 0
         # Hoisted: this loop runs once per record and is most of the server's Python.
         text_of, feed, pass_through = self._text, self.lines.feed_event, self.config.pass_through
         host_of = self._host if self._needs_host else None
+        parse_raw = self.raw_parser.parse_raw if self.raw_parser is not None else None
         for rec in batch.records:
             text = text_of(rec.record)
             if text is None:
@@ -187,11 +196,22 @@ class StreamingPipeline:
                     await self._pass(rec, None)
                 continue
             host = host_of(rec.record) if host_of is not None else None
-            event, keys, closed = feed(LogRecord(rec.time, host, text), rec.record)
+            t = rec.time
+            if parse_raw is not None and (line := parse_raw(text)) is not None:
+                # The line's own time and host win over the record's: Forward records
+                # always carry a time, which for tail without a parser is when the agent
+                # read the line; training windowed on the line's time and node.
+                parsed += 1
+                text = line.text
+                if line.time is not None:
+                    t = line.time
+                if line.host is not None:
+                    host = line.host
+            event, keys, closed = feed(LogRecord(t, host, text), rec.record)
             if event.unknown:
                 unknown += 1
-            if rec.time is not None and (self._max_time is None or rec.time > self._max_time):
-                self._max_time, self._max_time_seen_at = rec.time, self._clock()
+            if t is not None and (self._max_time is None or t > self._max_time):
+                self._max_time, self._max_time_seen_at = t, self._clock()
             if pass_through:
                 if keys:
                     self._held[id(event)] = (event, rec)
@@ -202,6 +222,12 @@ class StreamingPipeline:
         # Counted once per frame: a labelled lookup per record cost 6% of a loaded run.
         if unknown:
             m.unknown_lines.inc(unknown)
+        if parse_raw is not None:
+            windowed = len(batch.records) - no_text
+            m.raw_lines.labels(outcome="parsed").inc(parsed)
+            m.raw_lines.labels(outcome="as_is").inc(windowed - parsed)
+            self.raw_counts["parsed"] += parsed
+            self.raw_counts["as_is"] += windowed - parsed
         m.records.labels(outcome="no_text").inc(no_text)
         m.records.labels(outcome="windowed").inc(len(batch.records) - no_text)
 
@@ -333,5 +359,11 @@ class StreamingPipeline:
         return len(self._held)
 
     def stats(self) -> dict[str, Any]:
-        """The line pipeline's counters plus the queue depth."""
-        return {**self.lines.stats(), "queue_depth": self.queue_depth}
+        """The line pipeline's counters, the queue depth, and how many record texts were
+        whole raw lines (``raw_parsed``) or content as it came (``raw_as_is``)."""
+        return {
+            **self.lines.stats(),
+            "queue_depth": self.queue_depth,
+            "raw_parsed": self.raw_counts["parsed"],
+            "raw_as_is": self.raw_counts["as_is"],
+        }

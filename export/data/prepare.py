@@ -15,7 +15,7 @@ map to ``[UNK]`` and are counted (``summary["test_unknown_rate"]``).
 from __future__ import annotations
 
 import csv
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -33,8 +33,14 @@ from logsieve.export.data.datasets import (
     read_hdfs_sessions_dir,
     read_templates_tsv,
 )
-from logsieve.export.data.formats import default_log_config, read_records
+from logsieve.export.data.formats import (
+    check_parsed,
+    default_log_config,
+    line_format_for,
+    read_records,
+)
 from logsieve.logs.keys import KeyExtractor
+from logsieve.logs.lineformat import LineParser
 from logsieve.logs.pipeline import mine_templates
 from logsieve.logs.templates import TemplateMatcher
 from logsieve.logs.vocab import Vocab
@@ -78,11 +84,16 @@ def prepare(
     labels_path: Path | None = None,
     pattern: str | None = None,
     templates_state: dict[str, Any] | None = None,
+    time_format: str | None = None,
 ) -> Prepared:
     """Read ``path`` as ``dataset`` (one of :data:`DATASETS`) and split it.
 
     ``templates_state``: a bundle's template state to label raw lines with (evaluation);
-    without it, templates are mined over the training windows' lines.
+    without it, templates are mined over the training windows' lines, and a file where
+    most lines do not parse is a :class:`DataError` naming the first bad line.
+    Raw-line datasets: ``pattern``/``time_format`` (``lines``) override the config's
+    ``line_format``; the format read, with the time format detected, is stored in
+    ``Prepared.log_config.line_format`` (and so in the bundle).
     """
     if dataset not in DATASETS:
         raise ConfigError("dataset", dataset, f"one of {', '.join(DATASETS)}")
@@ -95,9 +106,13 @@ def prepare(
         data = _bgl_windows(Path(path), config, n, val_fraction)
     else:
         assert n is not None
-        data = _raw(
-            dataset, Path(path), config, n, val_fraction, labels_path, pattern, templates_state
+        lf = line_format_for(
+            dataset, pattern=pattern, time_format=time_format, stored=config.line_format
         )
+        data = _raw(
+            dataset, Path(path), config, n, val_fraction, labels_path, LineParser(lf),
+            templates_state,
+        )  # fmt: skip
     data.summary["split"] = {"train_n": n, "val_fraction": val_fraction}
     return data
 
@@ -209,11 +224,14 @@ def _raw(
     train_n: int,
     val_fraction: float,
     labels_path: Path | None,
-    pattern: str | None,
+    parser: LineParser,
     templates_state: dict[str, Any] | None,
 ) -> Prepared:
     stats = ReadStats()
-    records = list(read_records(path, dataset, pattern=pattern, stats=stats))
+    records = list(read_records(path, parser.format, stats=stats, parser=parser))
+    if templates_state is None:
+        check_parsed(stats, path)
+    config = replace(config, line_format=parser.resolved())
     blocks = block_labels(path, labels_path) if dataset == "hdfs" else None
     keys = KeyExtractor(config.windows)
     windows = list(

@@ -20,7 +20,7 @@ from logsieve.config import UnseenPolicy
 from logsieve.engine.base import EngineInfo
 from logsieve.engine.windows import LocalWindowEngine
 from logsieve.errors import BundleError, ConfigError
-from logsieve.export.data.formats import read_records
+from logsieve.export.data.formats import line_format_for, read_records
 from logsieve.export.fastlogad.model import Discriminator, load_discriminator
 from logsieve.logs.pipeline import Event, windows_of
 from logsieve.logs.templates import TemplateMatcher
@@ -124,13 +124,17 @@ def window_engine(bundle: Bundle, backend: str | None = "auto") -> LocalWindowEn
 def score_file(
     bundle: Bundle,
     path: Path,
-    fmt: str,
+    fmt: str | None,
     *,
     pattern: str | None = None,
+    time_format: str | None = None,
     batch: int = 64,
     backend: str | None = "auto",
 ) -> Iterator[ScoredWindow]:
     """Score every window of a log file, in order of closing.
+
+    ``fmt`` (``None``: the bundle's), ``pattern`` and ``time_format`` default to the
+    line format the bundle was trained on (:attr:`Bundle.line_format`).
 
     ``backend``: the :mod:`logsieve.engine` backend to score with (``auto``: the fastest
     one here) when the bundle is exported; ``None``, or a bundle that was never exported,
@@ -143,12 +147,15 @@ def score_file(
             f"{bundle.path}: trained on pre-parsed template ids, it cannot read raw lines "
             "(train on a raw-line dataset to score files)"
         )
+    line_format = line_format_for(
+        fmt, pattern=pattern, time_format=time_format, stored=bundle.line_format
+    )
     engine = window_engine(bundle, backend)
     matcher = TemplateMatcher.from_state(bundle.templates_state)
     pending: list[Window[Event]] = []
     try:
-        for window in windows_of(read_records(path, fmt, pattern=pattern), bundle.log_config,
-                                 matcher):  # fmt: skip
+        records = read_records(path, line_format)
+        for window in windows_of(records, bundle.log_config, matcher):
             pending.append(window)
             if len(pending) >= batch:
                 yield from _scored(engine, bundle, pending)

@@ -32,6 +32,13 @@ _SPLIT_HELP = (
 )
 
 
+_TIME_FORMAT_HELP = (
+    "For lines: how the pattern's time group reads: auto (default: detected from the "
+    "first lines), epoch, epoch_ms, iso8601, syslog, hdfs, bgl, or a strptime format. "
+    "Stored in the bundle."
+)
+
+
 def _data_options(func: Any) -> Any:
     for option in reversed(
         [
@@ -42,7 +49,12 @@ def _data_options(func: Any) -> Any:
             click.option("--train-n", type=int, default=None, help="Normal windows to train on."),
             click.option("--val-fraction", type=float, default=0.1, show_default=True),
             click.option("--labels", type=click.Path(exists=True, path_type=Path), default=None),
-            click.option("--pattern", default=None, help="For --dataset lines: line regex."),
+            click.option(
+                "--pattern",
+                default=None,
+                help="For --dataset lines: regex with named groups time/host/text "
+                "(or [log.line_format] in --config). Stored in the bundle.",
+            ),
         ]
     ):
         func = option(func)
@@ -73,6 +85,7 @@ def _data_options(func: Any) -> Any:
 @click.option("--layers", type=int, default=None, help="Default: fastlogad 4, adalog 2.")
 @click.option("--threads", type=int, default=None, help="torch threads (default: all cores).")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--time-format", default=None, help=_TIME_FORMAT_HELP)
 @click.option(
     "--no-export",
     "no_export",
@@ -95,6 +108,8 @@ def train(
           --generator mlm --out bundles/hdfs-mlm
       logsieve train --detector adalog --dataset bgl \\
           --data ../shared/data/bgl/raw/BGL_2k.log --out bundles/bgl-adalog
+      logsieve train --dataset lines --data app.log --out bundles/app \\
+          --pattern '(?P<time>\\S+ \\S+) (?P<host>\\S+) (?P<text>.*)'
     """
     from logsieve.config import load_log_config
     from logsieve.export.training import TrainRequest, train_detector
@@ -180,7 +195,8 @@ def eval_(
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default=None,
               help="Line format (default: the bundle's training format).")  # fmt: skip
-@click.option("--pattern", default=None)
+@click.option("--pattern", default=None, help="For lines: default the bundle's pattern.")
+@click.option("--time-format", default=None, help="For lines: default the bundle's.")
 @click.option("--top", type=int, default=3, show_default=True, help="Evidence lines per flag.")
 @click.option("--all", "show_all", is_flag=True, help="Print every window's verdict.")
 @click.option(
@@ -195,6 +211,7 @@ def score(
     file: Path,
     fmt: str | None,
     pattern: str | None,
+    time_format: str | None,
     top: int,
     show_all: bool,
     backend: str,
@@ -220,8 +237,11 @@ def score(
     from logsieve.export.fastlogad.scoring import score_file
 
     n = flagged = 0
-    fmt = fmt or str(bundle.manifest.get("format", "hdfs"))
-    for sw in score_file(bundle, file, fmt, pattern=pattern, backend=backend):
+    stored = bundle.line_format
+    if fmt is None and stored is None:
+        fmt = str(bundle.manifest.get("format") or "hdfs")
+    for sw in score_file(bundle, file, fmt, pattern=pattern, time_format=time_format,
+                         backend=backend):  # fmt: skip
         n += 1
         if not sw.anomaly:
             if show_all:
