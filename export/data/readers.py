@@ -212,7 +212,8 @@ def read_format(
                     )
                 raise _fail(path, lineno, what, line)
             st.unparsed += 1
-            _note_bad(st, path, lineno, "does not match the line format", line)
+            why = f"not a {what} line" if pattern is None else f"does not match {pattern!r}"
+            _note_bad(st, path, lineno, why, line)
             rec = LogRecord(time=None, host=None, text=line, label=None)
         elif expects_time and rec.time is None:
             st.bad_time += 1
