@@ -196,20 +196,21 @@ class StreamingPipeline:
                     await self._pass(rec, None)
                 continue
             host = host_of(rec.record) if host_of is not None else None
-            t = rec.time
             if parse_raw is not None and (line := parse_raw(text)) is not None:
                 # The line's own time and host win over the record's: Forward records
                 # always carry a time, which for tail without a parser is when the agent
                 # read the line; training windowed on the line's time and node.
                 parsed += 1
-                text = line.text
-                if line.time is not None:
-                    t = line.time
-                if line.host is not None:
-                    host = line.host
-            event, keys, closed = feed(LogRecord(t, host, text), rec.record)
+                if line.time is None or (line.host is None and host is not None):
+                    t = line.time if line.time is not None else rec.time
+                    line = LogRecord(t, line.host or host, line.text)
+                record = line
+            else:
+                record = LogRecord(rec.time, host, text)
+            event, keys, closed = feed(record, rec.record)
             if event.unknown:
                 unknown += 1
+            t = record.time
             if t is not None and (self._max_time is None or t > self._max_time):
                 self._max_time, self._max_time_seen_at = t, self._clock()
             if pass_through:
