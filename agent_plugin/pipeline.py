@@ -202,17 +202,17 @@ class StreamingPipeline:
                 # read the line; training windowed on the line's time and node.
                 parsed += 1
                 if line.time is None or (line.host is None and host is not None):
-                    t = line.time if line.time is not None else rec.time
-                    line = LogRecord(t, line.host or host, line.text)
+                    own = line.time if line.time is not None else rec.time
+                    line = LogRecord(own, line.host or host, line.text)
                 record = line
             else:
                 record = LogRecord(rec.time, host, text)
             event, keys, closed = feed(record, rec.record)
             if event.unknown:
                 unknown += 1
-            t = record.time
-            if t is not None and (self._max_time is None or t > self._max_time):
-                self._max_time, self._max_time_seen_at = t, self._clock()
+            when = record.time
+            if when is not None and (self._max_time is None or when > self._max_time):
+                self._max_time, self._max_time_seen_at = when, self._clock()
             if pass_through:
                 if keys:
                     self._held[id(event)] = (event, rec)
