@@ -109,9 +109,15 @@ def prepare(
         lf = line_format_for(
             dataset, pattern=pattern, time_format=time_format, stored=config.line_format
         )
+        parser = LineParser(lf)
+        if not parser.expects_time and config.windows.kind == "sliding":
+            # Every window would be dated 1970: sliding windows cut on event time.
+            raise ConfigError(
+                "line_format.pattern", lf.pattern, "a (?P<time>...) group: sliding windows "
+                "cut on event time"
+            )  # fmt: skip
         data = _raw(
-            dataset, Path(path), config, n, val_fraction, labels_path, LineParser(lf),
-            templates_state,
+            dataset, Path(path), config, n, val_fraction, labels_path, parser, templates_state,
         )  # fmt: skip
     data.summary["split"] = {"train_n": n, "val_fraction": val_fraction}
     return data

@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from logsieve.bundle import open_bundle
 from logsieve.cli.main import main
 from logsieve.config import LineFormat
-from logsieve.errors import DataError
+from logsieve.errors import ConfigError, DataError
 from logsieve.export.data.formats import default_log_config
 from logsieve.export.data.offline import mine_file, window_file
 from logsieve.export.data.prepare import prepare
@@ -67,6 +67,11 @@ def test_training_refuses_a_file_most_of_whose_lines_do_not_parse(tmp_path: Path
     # A given time format that does not fit the lines is the same error.
     with pytest.raises(DataError, match=r"app\.log:1: time does not read \(format epoch\)"):
         prepare("lines", path, pattern=APP, time_format="epoch")
+
+
+def test_sliding_windows_need_a_time_group(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="time"):
+        prepare("lines", app_log(tmp_path / "app.log"), pattern=r"\S+ \S+ (?P<host>\S+) ")
 
 
 def test_a_few_bad_lines_are_counted_not_fatal(tmp_path: Path) -> None:
