@@ -21,6 +21,7 @@ from logsieve.engine.base import EngineInfo
 from logsieve.engine.windows import LocalWindowEngine
 from logsieve.errors import BundleError, ConfigError
 from logsieve.export.data.formats import line_format_for, read_records
+from logsieve.export.data.lines import ReadStats
 from logsieve.export.fastlogad.model import Discriminator, load_discriminator
 from logsieve.logs.pipeline import Event, windows_of
 from logsieve.logs.templates import TemplateMatcher
@@ -130,11 +131,13 @@ def score_file(
     time_format: str | None = None,
     batch: int = 64,
     backend: str | None = "auto",
+    stats: ReadStats | None = None,
 ) -> Iterator[ScoredWindow]:
     """Score every window of a log file, in order of closing.
 
     ``fmt`` (``None``: the bundle's), ``pattern`` and ``time_format`` default to the
-    line format the bundle was trained on (:attr:`Bundle.line_format`).
+    line format the bundle was trained on (:attr:`Bundle.line_format`). ``stats``
+    counts the read (lines that did not parse, times that did not read).
 
     ``backend``: the :mod:`logsieve.engine` backend to score with (``auto``: the fastest
     one here) when the bundle is exported; ``None``, or a bundle that was never exported,
@@ -154,7 +157,7 @@ def score_file(
     matcher = TemplateMatcher.from_state(bundle.templates_state)
     pending: list[Window[Event]] = []
     try:
-        records = read_records(path, line_format)
+        records = read_records(path, line_format, stats=stats)
         for window in windows_of(records, bundle.log_config, matcher):
             pending.append(window)
             if len(pending) >= batch:

@@ -240,8 +240,12 @@ def score(
     stored = bundle.line_format
     if fmt is None and stored is None:
         fmt = str(bundle.manifest.get("format") or "hdfs")
+    from logsieve.cli.options import read_note
+    from logsieve.export.data.lines import ReadStats
+
+    stats = ReadStats()
     for sw in score_file(bundle, file, fmt, pattern=pattern, time_format=time_format,
-                         backend=backend):  # fmt: skip
+                         backend=backend, stats=stats):  # fmt: skip
         n += 1
         if not sw.anomaly:
             if show_all:
@@ -260,7 +264,9 @@ def score(
                 f"    {sw.token_probs[i]:5.2f}  {line}"
                 + ("" if template == line else f"   [{template}]")
             )
-    click.echo(f"{flagged} of {n} windows flagged", err=True)
+    click.echo(f"{flagged} of {n} windows flagged ({read_note(stats)})", err=True)
+    if stats.first_bad is not None:
+        click.echo(f"first line that did not parse: {stats.first_bad}", err=True)
 
 
 def _score_lines(bundle: Any, file: Path, fmt: str, top: int, show_all: bool) -> None:
