@@ -82,8 +82,10 @@ def line_format_for(
     if name not in FORMATS:
         raise ConfigError("format", name, f"one of {', '.join(FORMATS)}")
     if name != "lines":
-        if pattern is not None or time_format is not None:
-            raise ConfigError("pattern", pattern or time_format, "only with --format lines")
+        if pattern is not None:
+            raise ConfigError("pattern", pattern, "only with --format lines")
+        if time_format is not None:
+            raise ConfigError("time_format", time_format, "only with --format lines")
         return LineFormat(name)
     same = stored if stored is not None and stored.name == "lines" else None
     if not pattern and same is None:
