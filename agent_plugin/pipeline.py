@@ -3,6 +3,7 @@
 ::
 
     put(batch) ── record → line text → LogRecord ──► LinePipeline (keys, templates, windows)
+                  (a whole raw line: the bundle's line parser → time, host, content)
                                                           │ closed windows
                                        bounded queue ◄────┘   (put awaits when full)
                                              │ batcher: batch_size windows or max_wait_ms
@@ -54,6 +55,7 @@ from logsieve.bundle import Bundle
 from logsieve.engine.windows import WindowEngine
 from logsieve.errors import ConfigError, LogsieveError
 from logsieve.incidents import Incident, IncidentMerger
+from logsieve.logs.lineformat import LineParser
 from logsieve.logs.pipeline import Event, LinePipeline
 from logsieve.logs.records import LogRecord
 from logsieve.logs.vocab import Vocab
@@ -127,6 +129,12 @@ class StreamingPipeline:
         self.lines = LinePipeline(
             log_config, model.matcher, clock=clock if config.idle_close > 0 else None
         )
+        # A record whose text is a whole raw line (Fluent Bit tail without a parser) is
+        # split by the training data's own parser, so it templates and windows as in
+        # training; text that does not parse as a raw line is content already.
+        line_format = bundle.line_format if config.raw_lines else None
+        self.raw_parser = LineParser(line_format) if line_format is not None else None
+        self.raw_counts = {"parsed": 0, "as_is": 0}
         self.incidents = IncidentMerger.for_windows(log_config.windows, bundle.model_id)
         self._model = model  # current; a reload replaces it (swap_model)
         self._model_of: dict[int, ServedModel] = {}  # id(queued window) -> its model
@@ -257,10 +265,11 @@ class StreamingPipeline:
         if self._state != "running":
             raise PipelineClosedError(f"pipeline is {self._state}; batch refused")
         m = self.metrics
-        no_text = unknown = 0
+        no_text = unknown = parsed = 0
         # Hoisted: this loop runs once per record and is most of the server's Python.
         text_of, feed, pass_through = self._text, self.lines.feed_event, self.config.pass_through
         host_of = self._host if self._needs_host else None
+        parse_raw = self.raw_parser.parse_raw if self.raw_parser is not None else None
         for rec in batch.records:
             text = text_of(rec.record)
             if text is None:
@@ -269,13 +278,25 @@ class StreamingPipeline:
                     await self._pass(rec, None)
                 continue
             host = host_of(rec.record) if host_of is not None else None
-            event, keys, closed = feed(LogRecord(rec.time, host, text), rec.record)
+            if parse_raw is not None and (line := parse_raw(text)) is not None:
+                # The line's own time and host win over the record's: Forward records
+                # always carry a time, which for tail without a parser is when the agent
+                # read the line; training windowed on the line's time and node.
+                parsed += 1
+                if line.time is None or (line.host is None and host is not None):
+                    own = line.time if line.time is not None else rec.time
+                    line = LogRecord(own, line.host or host, line.text)
+                record = line
+            else:
+                record = LogRecord(rec.time, host, text)
+            event, keys, closed = feed(record, rec.record)
             if closed:
                 self._unqueued += 1
             if event.unknown:
                 unknown += 1
-            if rec.time is not None and (self._max_time is None or rec.time > self._max_time):
-                self._max_time, self._max_time_seen_at = rec.time, self._clock()
+            when = record.time
+            if when is not None and (self._max_time is None or when > self._max_time):
+                self._max_time, self._max_time_seen_at = when, self._clock()
             if pass_through:
                 if keys:
                     self._held[id(event)] = (event, rec)
@@ -290,6 +311,12 @@ class StreamingPipeline:
         # Counted once per frame: a labelled lookup per record cost 6% of a loaded run.
         if unknown:
             m.unknown_lines.inc(unknown)
+        if parse_raw is not None:
+            windowed = len(batch.records) - no_text
+            m.raw_lines.labels(outcome="parsed").inc(parsed)
+            m.raw_lines.labels(outcome="as_is").inc(windowed - parsed)
+            self.raw_counts["parsed"] += parsed
+            self.raw_counts["as_is"] += windowed - parsed
         m.records.labels(outcome="no_text").inc(no_text)
         m.records.labels(outcome="windowed").inc(len(batch.records) - no_text)
 
@@ -522,5 +549,11 @@ class StreamingPipeline:
         return len(self._held)
 
     def stats(self) -> dict[str, Any]:
-        """The line pipeline's counters plus the queue depth."""
-        return {**self.lines.stats(), "queue_depth": self.queue_depth}
+        """The line pipeline's counters, the queue depth, and how many record texts were
+        whole raw lines (``raw_parsed``) or content as it came (``raw_as_is``)."""
+        return {
+            **self.lines.stats(),
+            "queue_depth": self.queue_depth,
+            "raw_parsed": self.raw_counts["parsed"],
+            "raw_as_is": self.raw_counts["as_is"],
+        }

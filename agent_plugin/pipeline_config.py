@@ -36,6 +36,12 @@ class PipelineConfig:
         host_fields: Record keys tried in order for the host of per-host (sliding)
             windows. Session windows take their key from the bundle's
             ``key_field``/``key_regex``.
+        raw_lines: Apply the bundle's line format to each record's text (the default):
+            a text that is a whole raw line (Fluent Bit ``tail`` without a parser) is
+            split into time, host and content as in training; any other text is used
+            as it is. False: every text is content already. A ``lines`` pattern
+            without a ``time`` group cannot tell the two apart: set False when records
+            arrive parsed.
         backend: Engine backend (``auto`` picks the fastest one here; on CPU that is
             ONNX Runtime, which does not import torch).
         engine_threads: Intra-op threads of the engine (None: cores - 1 in the engine
@@ -87,6 +93,7 @@ class PipelineConfig:
 
     text_fields: tuple[str, ...] | None = None
     host_fields: tuple[str, ...] = ("host", "hostname")
+    raw_lines: bool = True
     backend: str = "auto"
     engine_threads: int | None = None
     engine_process: bool = True
@@ -139,7 +146,7 @@ class PipelineConfig:
             value = getattr(self, name)
             if not_finite_number(value) or value <= 0:
                 raise ConfigError(f"{_SECTION}.{name}", value, "a positive number of seconds")
-        for name in ("engine_process", "every_verdict", "pass_through"):
+        for name in ("engine_process", "every_verdict", "pass_through", "raw_lines"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{_SECTION}.{name}", getattr(self, name), "true or false")
         for name in ("flag_tag", "pattern_tag"):

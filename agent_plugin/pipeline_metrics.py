@@ -48,6 +48,13 @@ class PipelineMetrics:
             ["outcome"],
             registry=reg,
         )
+        self.raw_lines = Counter(
+            p + "raw_lines",
+            "Record texts by how the bundle's line format read them: parsed (a whole raw "
+            "line, split into time/host/content) or as_is (content already).",
+            ["outcome"],
+            registry=reg,
+        )
         self.unknown_lines = Counter(
             p + "unknown_template_lines",
             "Lines no training template matched ([UNK]).",

@@ -43,6 +43,7 @@ class TrainRequest:
     val_fraction: float = 0.1
     labels_path: Path | None = None
     pattern: str | None = None
+    time_format: str | None = None
     generator: Literal["random", "mlm"] = "mlm"
     seed: int = 0
     rtd_epochs: int | None = None
@@ -92,6 +93,7 @@ def train_detector(req: TrainRequest, progress: Echo = print, report: Echo = pri
         val_fraction=req.val_fraction,
         labels_path=req.labels_path,
         pattern=req.pattern,
+        time_format=req.time_format,
     )
     if req.detector == "adalog":
         return _adalog(req, data, progress, report)

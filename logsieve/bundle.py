@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from logsieve.config import LogConfig
+from logsieve.config import LINE_FORMATS, LineFormat, LogConfig
 from logsieve.errors import BundleError, ConfigError
 from logsieve.logs.known import KnownWindows
 from logsieve.logs.vocab import Vocab
@@ -159,6 +159,21 @@ class Bundle:
     @property
     def threshold(self) -> float:
         return float(self.manifest["threshold"]["value"])
+
+    @property
+    def line_format(self) -> LineFormat | None:
+        """How the training data's raw lines split (``None``: not a raw-line bundle).
+
+        Bundles written before the format was stored name only ``hdfs``/``bgl``/
+        ``thunderbird`` in the manifest's ``format``: that is the whole format there.
+        """
+        stored = self.log_config.line_format
+        if stored is not None:
+            return stored
+        name = self.manifest.get("format")
+        if name in LINE_FORMATS and name != "lines":
+            return LineFormat(str(name))
+        return None
 
     @property
     def model_id(self) -> str:

@@ -22,6 +22,9 @@ from logsieve.errors import ConfigError
 
 __all__ = [
     "DEFAULT_MASK_RULES",
+    "LINE_FORMATS",
+    "TIME_FORMATS",
+    "LineFormat",
     "LogConfig",
     "MaskRule",
     "MaskingConfig",
@@ -274,6 +277,76 @@ class WindowConfig:
             raise ConfigError("windows.max_open_windows", self.max_open_windows, "an integer >= 1")
 
 
+LINE_FORMATS = ("hdfs", "bgl", "thunderbird", "lines")
+# Named time formats (``auto`` detects one of the others from the first lines); any
+# other ``time_format`` is a strptime format and must hold a '%' directive.
+TIME_FORMATS = ("auto", "epoch", "epoch_ms", "iso8601", "syslog", "hdfs", "bgl")
+
+
+@dataclass(frozen=True)
+class LineFormat:
+    """How one raw log line splits into time, host and text (the bundle keeps it).
+
+    ``name``: ``hdfs``, ``bgl``, ``thunderbird`` (fixed layouts) or ``lines``: a regex
+    ``pattern`` matched at the start of the line whose optional named groups ``time``,
+    ``host`` and ``text`` fill the record (no ``text`` group: the whole line).
+    ``time_format`` (``lines`` only) reads the ``time`` group: one of
+    :data:`TIME_FORMATS` or a ``strptime`` format such as ``%d/%b/%Y:%H:%M:%S %z``;
+    ``None`` is ``auto``. Training stores the detected format here, so serving reads
+    the time exactly as training did. ``timezone`` is the zone of times that carry
+    none (an IANA name such as ``Europe/Paris``, or ``UTC``).
+    """
+
+    name: str = "hdfs"
+    pattern: str | None = None
+    time_format: str | None = None
+    timezone: str = "UTC"
+
+    def __post_init__(self) -> None:
+        if self.name not in LINE_FORMATS:
+            raise ConfigError("line_format.name", self.name, f"one of {', '.join(LINE_FORMATS)}")
+        if self.name != "lines":
+            for key in ("pattern", "time_format"):
+                if getattr(self, key) is not None:
+                    raise ConfigError(
+                        f"line_format.{key}", getattr(self, key), "only with name = 'lines'"
+                    )
+        elif not isinstance(self.pattern, str) or not self.pattern:
+            raise ConfigError(
+                "line_format.pattern", self.pattern, "a regex with named groups time/host/text"
+            )
+        else:
+            try:
+                re.compile(self.pattern)
+            except re.error as exc:
+                raise ConfigError(
+                    "line_format.pattern", self.pattern, f"a valid regular expression ({exc})"
+                ) from None
+        tf = self.time_format
+        if tf is not None and (
+            not isinstance(tf, str) or (tf not in TIME_FORMATS and "%" not in tf)
+        ):
+            raise ConfigError(
+                "line_format.time_format",
+                tf,
+                f"one of {', '.join(TIME_FORMATS)} or a strptime format ('%Y-%m-%d %H:%M:%S')",
+            )
+        if not isinstance(self.timezone, str) or not _known_zone(self.timezone):
+            raise ConfigError("line_format.timezone", self.timezone, "UTC or an IANA zone name")
+
+
+def _known_zone(name: str) -> bool:
+    if name == "UTC":
+        return True
+    import zoneinfo
+
+    try:
+        zoneinfo.ZoneInfo(name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        return False
+    return True
+
+
 @dataclass(frozen=True)
 class NoveltyConfig:
     """How new templates (lines no training template matches) are judged under
@@ -318,6 +391,10 @@ class LogConfig:
     logs drift); ``score`` lets the model score ``[UNK]`` (its embedding is never
     trained: measured on HDFS, one seed missed 493 such sessions). Either way the line
     comes first in the evidence.
+
+    ``line_format`` is how a raw line of the training data splits into time, host and
+    text (:class:`LineFormat`); serving applies it to a record whose text is a whole
+    raw line. ``None``: not known (data given as template ids, or an older bundle).
     """
 
     text_fields: tuple[str, ...] = ("log", "message")
@@ -328,6 +405,7 @@ class LogConfig:
     truncate: TruncatePolicy = "split"
     unseen_templates: UnseenPolicy = "novelty"
     novelty: NoveltyConfig = field(default_factory=NoveltyConfig)
+    line_format: LineFormat | None = None
 
     def __post_init__(self) -> None:
         if not self.text_fields or not all(isinstance(f, str) and f for f in self.text_fields):
@@ -340,6 +418,8 @@ class LogConfig:
             raise ConfigError(
                 "unseen_templates", self.unseen_templates, "'novelty', 'flag' or 'score'"
             )
+        if self.line_format is not None and not isinstance(self.line_format, LineFormat):
+            raise ConfigError("line_format", self.line_format, "a LineFormat")
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (tuples become lists)."""
@@ -355,10 +435,14 @@ class LogConfig:
         templates = data.pop("templates", None)
         windows = data.pop("windows", None)
         novelty = data.pop("novelty", None)
+        line_format = data.pop("line_format", None)
         kwargs: dict[str, Any] = {}
         if novelty is not None:
             reject_unknown("novelty", novelty, NoveltyConfig)
             kwargs["novelty"] = NoveltyConfig(**novelty)
+        if line_format is not None:
+            reject_unknown("line_format", line_format, LineFormat)
+            kwargs["line_format"] = LineFormat(**line_format)
         if masking is not None:
             kwargs["masking"] = MaskingConfig.from_dict(masking)
         if templates is not None:

@@ -48,7 +48,13 @@ def window_lines(
     """
     if data.dataset not in LINE_DATASETS:
         raise DataError(f"{data.dataset}: pre-parsed windows have no raw lines")
-    records = list(read_records(path, data.dataset, pattern=pattern))
+    # The format prepare read (the detected time format included), so windows match.
+    stored = data.log_config.line_format
+    records = list(
+        read_records(path, stored)
+        if stored is not None and pattern is None
+        else read_records(path, data.dataset, pattern=pattern)
+    )
     config = data.log_config.windows
     keys = KeyExtractor(config)
     windows = list(replay(config, ((r.time, keys.keys(r), i) for i, r in enumerate(records))))

@@ -38,6 +38,7 @@ class ReadStats:
       line as text and no time (raw readers) — see each reader.
     - ``bad_time``: lines whose time field matched but could not be converted.
     - ``paths``: files read, in order.
+    - ``first_bad``: ``file:line: why: text`` of the first unparsed or bad-time line.
     """
 
     lines: int = 0
@@ -48,6 +49,7 @@ class ReadStats:
     unparsed: int = 0
     bad_time: int = 0
     paths: list[str] = field(default_factory=list)
+    first_bad: str | None = None
 
     def as_dict(self) -> dict[str, int]:
         """The counters as a plain dict (for manifests and reports)."""

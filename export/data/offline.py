@@ -13,7 +13,7 @@ from typing import Any
 
 from logsieve.config import LogConfig
 from logsieve.export.data.datasets import ReadStats
-from logsieve.export.data.formats import read_records
+from logsieve.export.data.formats import line_format_for, read_records
 from logsieve.logs.pipeline import Event, windows_of
 from logsieve.logs.templates import TemplateMatcher, TemplateMiner
 from logsieve.logs.windows import Window
@@ -33,12 +33,19 @@ class FileTemplates:
 
 
 def mine_file(
-    path: Path, fmt: str, config: LogConfig, *, pattern: str | None = None
+    path: Path,
+    fmt: str,
+    config: LogConfig,
+    *,
+    pattern: str | None = None,
+    time_format: str | None = None,
 ) -> FileTemplates:
-    """Mine templates over every line of ``path``."""
+    """Mine templates over every line of ``path`` (``lines``: ``pattern`` and
+    ``time_format`` default to the config's ``line_format``)."""
     stats = ReadStats()
     miner = TemplateMiner(config.masking, config.templates)
-    for record in read_records(path, fmt, pattern=pattern, stats=stats):
+    lf = line_format_for(fmt, pattern=pattern, time_format=time_format, stored=config.line_format)
+    for record in read_records(path, lf, stats=stats):
         miner.add(record.text)
     return FileTemplates(miner, stats)
 
@@ -49,10 +56,13 @@ def window_file(
     config: LogConfig,
     *,
     pattern: str | None = None,
+    time_format: str | None = None,
     matcher: TemplateMatcher | None = None,
 ) -> Iterator[Window[Event]]:
     """Windows of ``path`` in closing order. Without a ``matcher`` (e.g. from a bundle),
     templates are first mined over the file itself, in a first pass."""
+    lf = line_format_for(fmt, pattern=pattern, time_format=time_format, stored=config.line_format)
     if matcher is None:
-        matcher = TemplateMatcher.from_state(mine_file(path, fmt, config, pattern=pattern).state())
-    return windows_of(read_records(path, fmt, pattern=pattern), config, matcher)
+        state = mine_file(path, lf.name, config, pattern=lf.pattern, time_format=lf.time_format)
+        matcher = TemplateMatcher.from_state(state.state())
+    return windows_of(read_records(path, lf), config, matcher)

@@ -15,7 +15,7 @@ map to ``[UNK]`` and are counted (``summary["test_unknown_rate"]``).
 from __future__ import annotations
 
 import csv
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -33,8 +33,14 @@ from logsieve.export.data.datasets import (
     read_hdfs_sessions_dir,
     read_templates_tsv,
 )
-from logsieve.export.data.formats import default_log_config, read_records
+from logsieve.export.data.formats import (
+    check_parsed,
+    default_log_config,
+    line_format_for,
+    read_records,
+)
 from logsieve.logs.keys import KeyExtractor
+from logsieve.logs.lineformat import LineParser
 from logsieve.logs.novelty import NoveltyTracker, judge_offline
 from logsieve.logs.pipeline import mine_templates
 from logsieve.logs.template_growth import grow_templates
@@ -100,11 +106,16 @@ def prepare(
     templates_state: dict[str, Any] | None = None,
     vocab_event_ids: list[int] | None = None,
     grow_templates_of: dict[str, Any] | None = None,
+    time_format: str | None = None,
 ) -> Prepared:
     """Read ``path`` as ``dataset`` (one of :data:`DATASETS`) and split it.
 
     ``templates_state``: a bundle's template state to label raw lines with (evaluation);
-    without it, templates are mined over the training windows' lines.
+    without it, templates are mined over the training windows' lines, and a file where
+    most lines do not parse is a :class:`DataError` naming the first bad line.
+    Raw-line datasets: ``pattern``/``time_format`` (``lines``) override the config's
+    ``line_format``; the format read, with the time format detected, is stored in
+    ``Prepared.log_config.line_format`` (and so in the bundle).
     ``vocab_event_ids``: for the pre-parsed datasets, a bundle's table of the event id
     each template id stands for (its manifest's ``data.vocab_event_ids``); ids map
     through it instead of a vocabulary re-derived from this folder's training file.
@@ -122,8 +133,18 @@ def prepare(
         data = _bgl_windows(Path(path), config, n, val_fraction, vocab_event_ids)
     else:
         assert n is not None
+        lf = line_format_for(
+            dataset, pattern=pattern, time_format=time_format, stored=config.line_format
+        )
+        parser = LineParser(lf)
+        if not parser.expects_time and config.windows.kind == "sliding":
+            # Every window would be dated 1970: sliding windows cut on event time.
+            raise ConfigError(
+                "line_format.pattern", lf.pattern, "a (?P<time>...) group: sliding windows "
+                "cut on event time"
+            )  # fmt: skip
         data = _raw(
-            dataset, Path(path), config, n, val_fraction, labels_path, pattern, templates_state,
+            dataset, Path(path), config, n, val_fraction, labels_path, parser, templates_state,
             grow_templates_of,
         )  # fmt: skip
     data.summary["split"] = {"train_n": n, "val_fraction": val_fraction}
@@ -271,12 +292,15 @@ def _raw(
     train_n: int,
     val_fraction: float,
     labels_path: Path | None,
-    pattern: str | None,
+    parser: LineParser,
     templates_state: dict[str, Any] | None,
     grow_templates_of: dict[str, Any] | None = None,
 ) -> Prepared:
     stats = ReadStats()
-    records = list(read_records(path, dataset, pattern=pattern, stats=stats))
+    records = list(read_records(path, parser.format, stats=stats, parser=parser))
+    if templates_state is None:
+        check_parsed(stats, path)
+    config = replace(config, line_format=parser.resolved())
     blocks = block_labels(path, labels_path) if dataset == "hdfs" else None
     keys = KeyExtractor(config.windows)
     windows = list(

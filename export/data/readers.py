@@ -1,5 +1,8 @@
 """Readers for raw log lines: HDFS, BGL, Thunderbird, and any format via a regex.
 
+The line parsing itself lives in :mod:`logsieve.logs.lineformat` (serving applies the
+same parser to raw lines it receives); this module streams files through it and counts.
+
 All readers stream (line by line through :func:`export.data.lines.iter_lines`), keep
 file order, and never raise on a line that does not fit the format: such a line
 is yielded as ``LogRecord(time=None, host=None, text=<whole line>)`` and counted
@@ -10,14 +13,20 @@ only; training goes through :func:`export.data.datasets.normal_only`.
 
 from __future__ import annotations
 
-import calendar
-import re
 from collections.abc import Callable, Iterator
-from datetime import datetime, timezone
 from pathlib import Path
 
-from logsieve.errors import ConfigError, DataError
+from logsieve.config import LineFormat
+from logsieve.errors import DataError
 from logsieve.export.data.lines import DEFAULT_MAX_LINE_BYTES, ReadStats, iter_lines
+from logsieve.logs.lineformat import (
+    HDFS_BLOCK_RE,
+    LineParser,
+    hdfs_block_ids,
+    parse_bgl_line,
+    parse_hdfs_line,
+    parse_thunderbird_line,
+)
 from logsieve.logs.records import LogRecord
 
 __all__ = [
@@ -28,103 +37,22 @@ __all__ = [
     "parse_thunderbird_line",
     "read_bgl_raw",
     "read_bgl_raw_with_category",
+    "read_format",
     "read_hdfs_raw",
     "read_lines",
     "read_thunderbird_raw",
     "read_thunderbird_raw_with_category",
 ]
 
-HDFS_BLOCK_RE = re.compile(r"blk_-?\d+")
-
-# yymmdd -> epoch seconds of that UTC midnight; HDFS logs span few days, so the
-# cache stays tiny and saves a timegm per line.
-_DAY_CACHE: dict[str, float] = {}
-
-
-def hdfs_block_ids(text: str) -> list[str]:
-    """Distinct block ids (``blk_…``) in ``text``, in order of first appearance."""
-    return list(dict.fromkeys(HDFS_BLOCK_RE.findall(text)))
-
-
-def _hdfs_time(date: str, clock: str) -> float | None:
-    if len(date) != 6 or len(clock) != 6 or not (date.isdigit() and clock.isdigit()):
-        return None
-    day = _DAY_CACHE.get(date)
-    if day is None:
-        yy, mm, dd = int(date[:2]), int(date[2:4]), int(date[4:])
-        if not (1 <= mm <= 12 and 1 <= dd <= calendar.monthrange(2000 + yy, mm)[1]):
-            return None
-        day = float(calendar.timegm((2000 + yy, mm, dd, 0, 0, 0)))
-        _DAY_CACHE[date] = day
-    h, m, s = int(clock[:2]), int(clock[2:4]), int(clock[4:])
-    if h > 23 or m > 59 or s > 60:
-        return None
-    return day + h * 3600 + m * 60 + s
-
-
-def parse_hdfs_line(line: str) -> LogRecord | None:
-    """Parse ``yymmdd hhmmss pid LEVEL component: content``; ``None`` if it does not fit.
-
-    ``time`` is UTC epoch seconds (years are 20yy), ``text`` the content after
-    the first ``": "`` following the component (the whole remainder when the
-    line has no ``": "``), ``host`` and ``label`` ``None``.
-    """
-    parts = line.split(None, 4)
-    if len(parts) < 5 or not parts[2].isdigit():
-        return None
-    t = _hdfs_time(parts[0], parts[1])
-    if t is None:
-        return None
-    _component, sep, content = parts[4].partition(": ")
-    return LogRecord(time=t, host=None, text=content if sep else parts[4], label=None)
-
-
-def _unix_time(field: str) -> float | None:
-    try:
-        return float(int(field))
-    except ValueError:
-        return None
-
-
-def parse_bgl_line(line: str) -> tuple[LogRecord, str | None] | None:
-    """Parse a raw BGL line; ``(record, category)`` or ``None`` if it does not fit.
-
-    Fields: label, unix time, date, node, timestamp, node, type, component,
-    level, content. ``label`` is 0 when the first field is ``-``, else 1 and
-    ``category`` is that field (e.g. ``KERNDTLB``). ``text`` is the content
-    after the level field (empty when the line stops at the level).
-    """
-    parts = line.split(None, 9)
-    if len(parts) < 9:
-        return None
-    t = _unix_time(parts[1])
-    if t is None:
-        return None
-    cat = None if parts[0] == "-" else parts[0]
-    text = parts[9] if len(parts) == 10 else ""
-    return LogRecord(time=t, host=parts[3], text=text, label=0 if cat is None else 1), cat
-
-
-def parse_thunderbird_line(line: str) -> tuple[LogRecord, str | None] | None:
-    """Parse a raw Thunderbird line; ``(record, category)`` or ``None``.
-
-    Fields: label, unix time, date, node, month, day, hh:mm:ss, location
-    (``dn228/dn228``, ``src@tbird-sm1``), then the syslog message. ``text``
-    starts at the program field (``crond(pam_unix)[2915]: session closed …``)
-    because the program name is what tells the templates apart.
-    """
-    parts = line.split(None, 8)
-    if len(parts) < 9:
-        return None
-    t = _unix_time(parts[1])
-    if t is None:
-        return None
-    cat = None if parts[0] == "-" else parts[0]
-    return LogRecord(time=t, host=parts[3], text=parts[8], label=0 if cat is None else 1), cat
-
 
 def _fail(path: str | Path, lineno: int, what: str, line: str) -> DataError:
     return DataError(f"{path}:{lineno}: not a {what} line: {line[:120]!r}")
+
+
+def _note_bad(st: ReadStats, path: str | Path, lineno: int, what: str, line: str) -> None:
+    """Remember the first line that did not parse (training's error names it)."""
+    if st.first_bad is None:
+        st.first_bad = f"{path}:{lineno}: {what}: {line[:120]!r}"
 
 
 def read_hdfs_raw(
@@ -142,6 +70,7 @@ def read_hdfs_raw(
             if strict:
                 raise _fail(path, lineno, "HDFS", line)
             st.unparsed += 1
+            _note_bad(st, path, lineno, "not a HDFS line", line)
             rec = LogRecord(time=None, host=None, text=line, label=None)
         st.records += 1
         yield rec
@@ -161,6 +90,7 @@ def _read_labelled(
             if strict:
                 raise _fail(path, lineno, what, line)
             st.unparsed += 1
+            _note_bad(st, path, lineno, f"not a {what} line", line)
             # The first field is the label even on a mangled line: keeping it
             # stops a broken alert line from silently counting as normal.
             first = line.split(None, 1)[0]
@@ -222,25 +152,12 @@ def read_thunderbird_raw(
         yield rec
 
 
-def _parse_time(value: str, time_format: str | None) -> float | None:
-    try:
-        if time_format is None:
-            return float(value)
-        dt = datetime.strptime(value, time_format)
-    except ValueError:
-        return None
-    if dt.tzinfo is None:
-        # A format without a zone is read as UTC so results do not depend on
-        # the machine's local time zone.
-        dt = dt.replace(tzinfo=timezone.utc)
-    return dt.timestamp()
-
-
 def read_lines(
     path: str | Path,
     pattern: str,
     *,
     time_format: str | None = None,
+    timezone: str = "UTC",
     stats: ReadStats | None = None,
     strict: bool = False,
     max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
@@ -250,36 +167,57 @@ def read_lines(
     ``pattern`` is matched at the start of each line (``re.match``); its
     optional groups ``time``, ``host`` and ``text`` fill the record (no
     ``text`` group, or a group that did not take part: the whole line). ``time``
-    is parsed with ``datetime.strptime(time_format)`` (naive times are UTC) or,
-    when ``time_format`` is ``None``, as epoch seconds. A line that does not
-    match yields ``LogRecord(None, None, line)`` counted in ``stats.unparsed``;
-    a time that will not parse gives ``time=None`` counted in
-    ``stats.bad_time``. ``label`` is always ``None``.
+    is read by :class:`~logsieve.logs.timeparse.TimeParser` with ``time_format``
+    (``None``: detected from the first line that has one; naive times are in
+    ``timezone``). A line that does not match yields ``LogRecord(None, None, line)``
+    counted in ``stats.unparsed``; a time that will not parse gives ``time=None``
+    counted in ``stats.bad_time``. ``label`` is always ``None``.
 
     Raises :class:`ConfigError` for a regex that does not compile.
     """
-    try:
-        rx = re.compile(pattern)
-    except re.error as exc:
-        raise ConfigError("pattern", pattern, f"a valid regular expression ({exc})") from exc
-    groups = rx.groupindex
-    has_time, has_host, has_text = "time" in groups, "host" in groups, "text" in groups
+    fmt = LineFormat("lines", pattern, time_format, timezone)
+    return read_format(
+        path, LineParser(fmt), stats=stats, strict=strict, max_line_bytes=max_line_bytes
+    )
+
+
+def read_format(
+    path: str | Path,
+    parser: LineParser,
+    *,
+    stats: ReadStats | None = None,
+    strict: bool = False,
+    max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
+) -> Iterator[LogRecord]:
+    """Stream the lines of ``path`` through ``parser`` (any :class:`LineFormat`).
+
+    A line that does not fit yields ``LogRecord(None, None, line)`` counted in
+    ``stats.unparsed``; a ``lines`` match whose time does not read gives ``time=None``
+    counted in ``stats.bad_time``; the first of either is kept in
+    ``stats.first_bad``. ``strict`` raises :class:`DataError` on a line that does not
+    fit instead.
+    Afterwards ``parser.resolved()`` holds the time format it detected.
+    """
     st = stats if stats is not None else ReadStats()
+    parse, expects_time = parser.parse, parser.expects_time
+    what = parser.format.name
+    pattern = parser.format.pattern
     for lineno, line in iter_lines(path, st, max_line_bytes=max_line_bytes):
-        m = rx.match(line)
-        if m is None:
+        rec = parse(line)
+        if rec is None:
             if strict:
-                raise DataError(f"{path}:{lineno}: line does not match {pattern!r}: {line[:120]!r}")
+                if pattern is not None:
+                    raise DataError(
+                        f"{path}:{lineno}: line does not match {pattern!r}: {line[:120]!r}"
+                    )
+                raise _fail(path, lineno, what, line)
             st.unparsed += 1
-            st.records += 1
-            yield LogRecord(time=None, host=None, text=line, label=None)
-            continue
-        t: float | None = None
-        if has_time and (raw_t := m.group("time")) is not None:
-            t = _parse_time(raw_t, time_format)
-            if t is None:
-                st.bad_time += 1
-        host = m.group("host") if has_host else None
-        text = m.group("text") if has_text else None
+            why = f"not a {what} line" if pattern is None else f"does not match {pattern!r}"
+            _note_bad(st, path, lineno, why, line)
+            rec = LogRecord(time=None, host=None, text=line, label=None)
+        elif expects_time and rec.time is None:
+            st.bad_time += 1
+            kind = parser.time.name if parser.time is not None else None
+            _note_bad(st, path, lineno, f"time does not read (format {kind or 'auto'})", line)
         st.records += 1
-        yield LogRecord(time=t, host=host, text=line if text is None else text, label=None)
+        yield rec

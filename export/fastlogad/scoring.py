@@ -23,7 +23,8 @@ from logsieve.config import UnseenPolicy
 from logsieve.engine.base import EngineInfo
 from logsieve.engine.windows import LocalWindowEngine
 from logsieve.errors import BundleError, ConfigError
-from logsieve.export.data.formats import read_records
+from logsieve.export.data.formats import line_format_for, read_records
+from logsieve.export.data.lines import ReadStats
 from logsieve.export.fastlogad.model import Discriminator, load_discriminator
 from logsieve.incidents import Incident, IncidentMerger
 from logsieve.logs.known import KnownWindows
@@ -147,14 +148,20 @@ def window_engine(bundle: Bundle, backend: str | None = "auto") -> LocalWindowEn
 def score_file(
     bundle: Bundle,
     path: Path,
-    fmt: str,
+    fmt: str | None,
     *,
     pattern: str | None = None,
+    time_format: str | None = None,
     batch: int = 64,
     backend: str | None = "auto",
+    stats: ReadStats | None = None,
     on_pattern: Callable[[dict[str, Any]], None] | None = None,
 ) -> Iterator[ScoredWindow]:
     """Score every window of a log file, in order of closing.
+
+    ``fmt`` (``None``: the bundle's), ``pattern`` and ``time_format`` default to the
+    line format the bundle was trained on (:attr:`Bundle.line_format`). ``stats``
+    counts the read (lines that did not parse, times that did not read).
 
     ``backend``: the :mod:`logsieve.engine` backend to score with (``auto``: the fastest
     one here) when the bundle is exported; ``None``, or a bundle that was never exported,
@@ -163,19 +170,22 @@ def score_file(
     ``serve`` sends them upstream.
     """
     for _, scored in score_file_windows(
-        bundle, path, fmt, pattern=pattern, batch=batch, backend=backend, on_pattern=on_pattern
-    ):
+        bundle, path, fmt, pattern=pattern, time_format=time_format, batch=batch,
+        backend=backend, stats=stats, on_pattern=on_pattern,
+    ):  # fmt: skip
         yield scored
 
 
 def score_incidents(
     bundle: Bundle,
     path: Path,
-    fmt: str,
+    fmt: str | None,
     *,
     pattern: str | None = None,
+    time_format: str | None = None,
     batch: int = 64,
     backend: str | None = "auto",
+    stats: ReadStats | None = None,
     on_window: Callable[[ScoredWindow], None] | None = None,
     on_pattern: Callable[[dict[str, Any]], None] | None = None,
 ) -> Iterator[Incident]:
@@ -187,8 +197,9 @@ def score_incidents(
     """
     merger = IncidentMerger.for_windows(bundle.log_config.windows, bundle.model_id)
     for window, scored in score_file_windows(
-        bundle, path, fmt, pattern=pattern, batch=batch, backend=backend, on_pattern=on_pattern
-    ):
+        bundle, path, fmt, pattern=pattern, time_format=time_format, batch=batch,
+        backend=backend, stats=stats, on_pattern=on_pattern,
+    ):  # fmt: skip
         if on_window is not None:
             on_window(scored)
         yield from merger.push(scored, window.items)[1]
@@ -198,11 +209,13 @@ def score_incidents(
 def score_file_windows(
     bundle: Bundle,
     path: Path,
-    fmt: str,
+    fmt: str | None,
     *,
     pattern: str | None = None,
+    time_format: str | None = None,
     batch: int = 64,
     backend: str | None = "auto",
+    stats: ReadStats | None = None,
     on_pattern: Callable[[dict[str, Any]], None] | None = None,
 ) -> Iterator[tuple[Window[Event], ScoredWindow]]:
     """:func:`score_file`, each scored window with the window it was cut as (whose
@@ -214,11 +227,14 @@ def score_file_windows(
             f"{bundle.path}: trained on pre-parsed template ids, it cannot read raw lines "
             "(train on a raw-line dataset to score files)"
         )
+    line_format = line_format_for(
+        fmt, pattern=pattern, time_format=time_format, stored=bundle.line_format
+    )
     engine = window_engine(bundle, backend)
     pipe = LinePipeline(bundle.log_config, TemplateMatcher.from_state(bundle.templates_state))
     pending: list[Window[Event]] = []
     try:
-        for record in read_records(path, fmt, pattern=pattern):
+        for record in read_records(path, line_format, stats=stats):
             pending.extend(pipe.feed(record))
             if len(pending) >= batch:
                 yield from zip(

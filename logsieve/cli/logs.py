@@ -32,7 +32,12 @@ def _log_config(fmt: str, config_path: Path | None) -> LogConfig:
     help="Write the template state JSON here.",
 )
 def templates(
-    file: Path, fmt: str, pattern: str | None, config_path: Path | None, out: Path | None
+    file: Path,
+    fmt: str,
+    pattern: str | None,
+    time_format: str | None,
+    config_path: Path | None,
+    out: Path | None,
 ) -> None:
     """Mine the templates of a log file and list them, most frequent first.
 
@@ -46,7 +51,8 @@ def templates(
 
     from logsieve.export.data.offline import mine_file
 
-    found = mine_file(file, fmt, _log_config(fmt, config_path), pattern=pattern)
+    config = _log_config(fmt, config_path)
+    found = mine_file(file, fmt, config, pattern=pattern, time_format=time_format)
     rows = sorted(found.miner.templates, key=lambda t: (-t.count, t.id))
     click.echo(f"{len(rows)} templates from {found.miner.lines} lines ({read_note(found.stats)})")
     for t in rows:
@@ -61,7 +67,12 @@ def templates(
 @log_options
 @click.option("--limit", type=int, default=20, show_default=True, help="Windows to print (0: all).")
 def windows(
-    file: Path, fmt: str, pattern: str | None, config_path: Path | None, limit: int
+    file: Path,
+    fmt: str,
+    pattern: str | None,
+    time_format: str | None,
+    config_path: Path | None,
+    limit: int,
 ) -> None:
     """Cut a log file into windows (templates mined from the file) and print them.
 
@@ -76,7 +87,8 @@ def windows(
     from logsieve.export.data.offline import window_file
 
     n = 0
-    for w in window_file(file, fmt, _log_config(fmt, config_path), pattern=pattern):
+    config = _log_config(fmt, config_path)
+    for w in window_file(file, fmt, config, pattern=pattern, time_format=time_format):
         n += 1
         if limit and n > limit:
             continue

@@ -38,6 +38,13 @@ _SPLIT_HELP = (
 )
 
 
+_TIME_FORMAT_HELP = (
+    "For lines: how the pattern's time group reads: auto (default: detected from the "
+    "first lines), epoch, epoch_ms, iso8601, syslog, hdfs, bgl, or a strptime format. "
+    "Stored in the bundle."
+)
+
+
 def _data_options(func: Any, *, data_required: bool = True) -> Any:
     for option in reversed(
         [
@@ -51,7 +58,12 @@ def _data_options(func: Any, *, data_required: bool = True) -> Any:
             click.option("--train-n", type=int, default=None, help="Normal windows to train on."),
             click.option("--val-fraction", type=float, default=0.1, show_default=True),
             click.option("--labels", type=click.Path(exists=True, path_type=Path), default=None),
-            click.option("--pattern", default=None, help="For --dataset lines: line regex."),
+            click.option(
+                "--pattern",
+                default=None,
+                help="For --dataset lines: regex with named groups time/host/text "
+                "(or [log.line_format] in --config). Stored in the bundle.",
+            ),
         ]
     ):
         func = option(func)
@@ -88,6 +100,7 @@ def _data_options(func: Any, *, data_required: bool = True) -> Any:
 @click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
               help="TOML file with a [log] table: the keys it names override the "
                    "dataset's preset, the rest stay.")  # fmt: skip
+@click.option("--time-format", default=None, help=_TIME_FORMAT_HELP)
 @click.option(
     "--no-export",
     "no_export",
@@ -110,6 +123,8 @@ def train(
           --generator mlm --out bundles/hdfs-mlm
       logsieve train --detector adalog --dataset bgl \\
           --data ../shared/data/bgl/raw/BGL_2k.log --out bundles/bgl-adalog
+      logsieve train --dataset lines --data app.log --out bundles/app \\
+          --pattern '(?P<time>\\S+ \\S+) (?P<host>\\S+) (?P<text>.*)'
     """
     from logsieve.config import load_log_config
     from logsieve.export.data.prepare import dataset_log_config
@@ -228,7 +243,8 @@ def eval_(
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default=None,
               help="Line format (default: the bundle's training format).")  # fmt: skip
-@click.option("--pattern", default=None)
+@click.option("--pattern", default=None, help="For lines: default the bundle's pattern.")
+@click.option("--time-format", default=None, help="For lines: default the bundle's.")
 @click.option("--top", type=int, default=3, show_default=True, help="Evidence lines per flag.")
 @click.option("--all", "show_all", is_flag=True, help="Print every window's verdict.")
 @click.option(
@@ -243,6 +259,7 @@ def score(
     file: Path,
     fmt: str | None,
     pattern: str | None,
+    time_format: str | None,
     top: int,
     show_all: bool,
     backend: str,
@@ -279,11 +296,17 @@ def score(
             click.echo(f"ok   {sw.key} score {sw.score:.4f}")
 
     incidents = 0
-    fmt = fmt or str(bundle.manifest.get("format", "hdfs"))
+    stored = bundle.line_format
+    if fmt is None and stored is None:
+        fmt = str(bundle.manifest.get("format") or "hdfs")
+    from logsieve.cli.options import read_note
+    from logsieve.export.data.lines import ReadStats
+
+    stats = ReadStats()
     patterns: list[dict[str, Any]] = []
     for incident in score_incidents(
-        bundle, file, fmt, pattern=pattern, backend=backend, on_window=on_window,
-        on_pattern=patterns.append,
+        bundle, file, fmt, pattern=pattern, time_format=time_format, backend=backend,
+        stats=stats, on_window=on_window, on_pattern=patterns.append,
     ):  # fmt: skip
         incidents += 1
         sw = incident.window
@@ -304,9 +327,12 @@ def score(
             )
     _echo_patterns(patterns)
     click.echo(
-        f"{counts['flagged']} of {counts['windows']} windows flagged, {incidents} incidents",
+        f"{counts['flagged']} of {counts['windows']} windows flagged, {incidents} incidents "
+        f"({read_note(stats)})",
         err=True,
     )
+    if stats.first_bad is not None:
+        click.echo(f"first line that did not parse: {stats.first_bad}", err=True)
 
 
 def _echo_patterns(reports: list[dict[str, Any]]) -> None:

@@ -36,6 +36,12 @@ def log_options(func: F) -> F:
         help="For --format lines: regex with named groups time/host/text.",
     )(func)
     func = click.option(
+        "--time-format",
+        default=None,
+        help="For --format lines: auto (default), epoch, epoch_ms, iso8601, syslog, hdfs, "
+        "bgl, or a strptime format.",
+    )(func)
+    func = click.option(
         "--format",
         "fmt",
         type=click.Choice(FORMATS),

@@ -79,6 +79,7 @@ FAMILIES = [
     ("logsieve_forward_heartbeats_total", "counter"),
     ("logsieve_forward_sink_put_seconds", "histogram"),
     ("logsieve_pipeline_records_total", "counter"),
+    ("logsieve_pipeline_raw_lines_total", "counter"),
     ("logsieve_pipeline_unknown_template_lines_total", "counter"),
     ("logsieve_pipeline_unknown_template_rate", "gauge"),
     ("logsieve_pipeline_windows_open", "gauge"),
