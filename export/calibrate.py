@@ -20,14 +20,16 @@ from logsieve.errors import ConfigError, DataError
 
 __all__ = ["DEFAULT_QUANTILE", "TIE_RTOL", "threshold_from_normal"]
 
-# FastLogAD's default threshold: the maximum of the normal validation scores (q1.0).
-# The quantile sets the alert rate on normal windows: about 1 - q of them score above
-# it. HDFS has 553,366 normal sessions to 16,838 anomalous, so the paper's q0.99 lets
-# ~5,500 normal sessions through and caps precision at 0.75 even at full recall
-# (projected F1 0.870 +- 0.040 over 3 seeds, bench/RESULTS.md); the maximum gave 0.936
-# +- 0.016. A validation part of a few hundred windows cannot resolve a rate finer than
-# its maximum, so q1.0 is "as few false alarms as the validation data can promise".
-DEFAULT_QUANTILE = 1.0
+# FastLogAD's default threshold: the 99.5% quantile of normal validation scores, an
+# alert rate of 0.5% on normal windows (about 1 - q of them score above it). The
+# paper's q0.99 lets ~5,500 of HDFS's 553,366 normal sessions through and caps
+# precision at 0.75 against its 16,838 anomalous ones (projected F1 0.870 +- 0.040
+# measured); the maximum (q1.0) gave 0.936 +- 0.016 at the default model size but is
+# hostage to one odd validation window: a small model scored 2 of 485 normal validation
+# sessions at ~4.9 against ~0.23 for the rest, and at the maximum its recall fell from
+# 1.00 to 0.47 (tests/export/test_fastlogad_real.py). q0.995 ignores the top 0.5%; a
+# validation part under 200 windows has no finer step, and gets its maximum.
+DEFAULT_QUANTILE = 0.995
 
 # Relative margin that makes float noise in a window's score not count as "above".
 TIE_RTOL = 1e-5

@@ -28,7 +28,7 @@ from logsieve.export.program import export_bundle
 __all__ = ["DemoTraffic", "demo_bundle", "demo_traffic"]
 
 # Bump when the demo's data or model settings change, so stale caches are not reused.
-DEMO_VERSION = 4  # 2: program.pt2 + model.onnx; 3: novelty, q1.0; 4: known windows
+DEMO_VERSION = 5  # 2: program.pt2 + model.onnx; 3: novelty; 4: known windows; 5: q0.995
 
 
 def _ts(t: float) -> str:

@@ -92,7 +92,7 @@ def _data_options(func: Any, *, data_required: bool = True) -> Any:
     type=float,
     default=None,
     help="Threshold: this quantile of normal validation scores; about 1 - q of normal "
-    "windows get flagged (fastlogad 1.0 = the maximum, adalog 0.9).",
+    "windows get flagged (fastlogad 0.995, adalog 0.9).",
 )
 @click.option("--d-model", type=int, default=None, help="Default: fastlogad 256, adalog 128.")
 @click.option("--layers", type=int, default=None, help="Default: fastlogad 4, adalog 2.")

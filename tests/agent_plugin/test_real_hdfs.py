@@ -118,11 +118,11 @@ async def test_real_hdfs_lines_flag_a_known_anomalous_block_upstream(
     for key in known:
         flag = flags[key]
         assert flag["verdict"] == "anomaly"
-        assert (
-            flag["score"] > flag["threshold"]
-            if flag["score"] is not None
-            else (flag["score_reason"] == "unseen_template")
-        )
+        # Why, as offline: its score, or a rare new template (HDFS_5k's anomalous
+        # blocks hold error lines HDFS_20000 never has).
+        assert flag["reasons"] == offline[key].reasons and flag["reasons"]
+        if "score" in flag["reasons"]:
+            assert flag["score"] > flag["threshold"]
         assert flag["model_id"] == real_bundle.model_id
         assert flag["lines"] == sum(1 for t in texts if key in t)
         assert flag["evidence"], key
