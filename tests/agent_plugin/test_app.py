@@ -75,7 +75,10 @@ async def test_second_signal_abandons_a_stuck_shutdown(
     os.kill(os.getpid(), signal.SIGINT)
     assert await asyncio.wait_for(task, 5.0) == EXIT_FAST
     assert signal.getsignal(signal.SIGINT) is before
-    assert service.upstream.stats.dropped_records == 1  # no spool configured: counted
+    # No spool configured: counted. The flag, and one new-pattern record for each of the
+    # odd block's two new templates.
+    patterns = sample_value(service.pipeline.metrics.sent, kind="pattern")
+    assert patterns == 2 and service.upstream.stats.dropped_records == 1 + patterns
 
 
 async def test_logsieve_serve_subprocess_sigterm_exits_0_after_delivering(
