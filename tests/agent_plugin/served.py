@@ -3,6 +3,7 @@ HDFS-like logs through the real ``fluent-logger`` client, and fast settings."""
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 from dataclasses import replace
 from pathlib import Path
@@ -10,6 +11,8 @@ from typing import Any
 
 from fluent import sender
 
+from logsieve.agent_plugin.app import Service
+from logsieve.agent_plugin.metrics import sample_value
 from logsieve.agent_plugin.pipeline_config import PipelineConfig
 from logsieve.agent_plugin.serve_config import ServeSettings
 from logsieve.agent_plugin.server_config import ServerConfig
@@ -131,3 +134,15 @@ def updated_home(parent: Bundle, root: Path) -> Path:
         report=lambda _: None,
     )
     return root / "B"
+
+
+async def received(svc: Service, n: int, timeout: float = 10.0) -> bool:
+    """Wait until the server has decoded ``n`` Message-mode records (False on timeout)."""
+    counter = svc.metrics.records_received.labels(mode="message")
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while sample_value(counter) < n:
+        if loop.time() > deadline:
+            return False
+        await asyncio.sleep(0.01)
+    return True

@@ -16,25 +16,16 @@ from logsieve.agent_plugin.metrics import sample_value
 from logsieve.agent_plugin.receiver import FlagReceiver
 from logsieve.agent_plugin.serve_config import ServeSettings
 from logsieve.bundle import Bundle
-from logsieve.engine import Engine
+from logsieve.engine import Engine, load_engine
+from logsieve.errors import ConfigError
 from logsieve.export.data.synth import generate_hdfs
 
-from .served import hdfs_events, replay, settings
+from .served import hdfs_events, received, replay, settings
 
 pytestmark = pytest.mark.asyncio
 
 DRIFT = "Scrubber verified replica {b} on volume /data/7 checksum ok"
 INCIDENT = "Unexpected error trying to delete block {b}. BlockInfo not found in volumeMap."
-
-
-async def received(svc: Service, n: int, timeout: float = 10.0) -> None:
-    """Wait until the server has decoded ``n`` Message-mode records."""
-    counter = svc.metrics.records_received.labels(mode="message")
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while sample_value(counter) < n:
-        assert loop.time() < deadline, "records not received"
-        await asyncio.sleep(0.01)
 
 
 @asynccontextmanager
@@ -71,7 +62,7 @@ async def test_drift_is_reported_not_flagged_and_an_incident_is_flagged(
         cfg = settings(rx.port, novelty_state=str(state))
         async with serving(cfg, tiny_bundle, tiny_engine) as svc:
             await asyncio.to_thread(replay, svc.port, events)
-            await received(svc, len(events))
+            assert await received(svc, len(events))
         metrics = svc.pipeline.metrics
         flags = rx.flags("logsieve.flag")
         patterns = rx.records("logsieve.pattern")
@@ -109,7 +100,7 @@ async def test_admitted_patterns_survive_a_restart(
         cfg = settings(rx.port, novelty_state=str(state))
         async with serving(cfg, tiny_bundle, tiny_engine) as svc:
             await asyncio.to_thread(replay, svc.port, events)
-            await received(svc, len(events))
+            assert await received(svc, len(events))
         saved = json.loads(state.read_text())
         assert [p["admitted"] for p in saved["patterns"]] == [True, False], saved
         # After a restart, one new block with the drift line alone: not an incident.
@@ -120,25 +111,17 @@ async def test_admitted_patterns_survive_a_restart(
             assert svc.pipeline.lines.novelty is not None
             assert svc.pipeline.lines.novelty.stats()["admitted"] == 1
             await asyncio.to_thread(replay, svc.port, again)
-            await received(svc, len(again))
+            assert await received(svc, len(again))
         flags = rx.flags("logsieve.flag")
     finally:
         await rx.stop()
     assert not [f for f in flags if f["key"] == lone and "rare_new_template" in f["reasons"]]
 
 
-@pytest.mark.filterwarnings("ignore")
-def test_a_corrupt_state_file_is_a_clear_error(
-    tiny_bundle: Bundle, tiny_engine: Engine, tmp_path: Path
-) -> None:
+async def test_a_corrupt_state_file_is_a_clear_error(tiny_bundle: Bundle, tmp_path: Path) -> None:
     state = tmp_path / "novelty.json"
     state.write_text("{not json")
     cfg = settings(1, novelty_state=str(state))
-    try:
-        Service(cfg, tiny_bundle, tiny_engine)
-    except Exception as exc:
-        from logsieve.errors import ConfigError
-
-        assert isinstance(exc, ConfigError) and "novelty_state" in str(exc)
-    else:
-        raise AssertionError("a corrupt novelty state was accepted")
+    # Its own engine: a Service that fails to start closes the engine it was given.
+    with pytest.raises(ConfigError, match="novelty_state"):
+        Service(cfg, tiny_bundle, load_engine(tiny_bundle, "onnxruntime"))

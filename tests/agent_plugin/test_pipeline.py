@@ -32,7 +32,7 @@ from logsieve.engine.windows import LocalWindowEngine
 from logsieve.export.data.synth import generate_hdfs, write_synth
 from logsieve.export.fastlogad.scoring import score_file
 
-from .served import ODD_BLOCK, ODD_LINES, hdfs_events, odd_block, replay, settings
+from .served import ODD_BLOCK, ODD_LINES, hdfs_events, odd_block, received, replay, settings
 
 pytestmark = pytest.mark.asyncio
 
@@ -59,18 +59,6 @@ async def serving(
         yield service
     finally:
         await service.stop()
-
-
-async def received(svc: Service, n: int, timeout: float = 10.0) -> bool:
-    """Wait until the server has decoded ``n`` Message-mode records."""
-    counter = svc.metrics.records_received.labels(mode="message")
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while sample_value(counter) < n:
-        if loop.time() > deadline:
-            return False
-        await asyncio.sleep(0.01)
-    return True
 
 
 def free_port() -> int:

@@ -88,6 +88,7 @@ async def test_raw_lines_off_takes_every_text_as_it_is(
     )
     assert (stats["raw_parsed"], stats["raw_as_is"]) == (0, 0)  # not counted when off
     (flag,) = flags.values()
-    # The whole line was the text: no training template matched it.
-    assert flag["evidence"][0]["line"] == line and flag["evidence"][0]["template_id"] == -1
+    # The whole line was the text: no training template matched it (a new pattern).
+    assert flag["evidence"][0]["line"] == line and flag["evidence"][0]["template_id"] < 0
+    assert flag["reasons"] == ["rare_new_template"]
     assert flag["window_start"] == pytest.approx(READ_TIME)
