@@ -44,16 +44,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
-import os
 import time
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 from logsieve.bundle import Bundle
 from logsieve.engine.windows import WindowEngine
-from logsieve.errors import ConfigError, LogsieveError
+from logsieve.errors import LogsieveError
 from logsieve.incidents import Incident, IncidentMerger
 from logsieve.logs.lineformat import LineParser
 from logsieve.logs.pipeline import Event, LinePipeline
@@ -65,6 +63,7 @@ from logsieve.verdict import Verdict, model_inputs, scored_windows, seen_in_trai
 from .flags import FlagBuilder, enrich
 from .forward import LogRecord as ForwardRecord
 from .forward import RecordBatch
+from .novelty_outlet import NoveltyOutlet
 from .pipeline_config import PipelineConfig
 from .pipeline_metrics import PipelineMetrics
 from .served_model import ServedModel, served_model
@@ -151,17 +150,15 @@ class StreamingPipeline:
         self._state = "new"
         self._batcher: asyncio.Task[None] | None = None
         self._ticker: asyncio.Task[None] | None = None
-        self._novelty_counted: dict[str, int] = {}
-        self._novelty_saved_at = clock()
-        self._load_novelty()
-        novelty = self.lines.novelty
+        self.novelty = NoveltyOutlet(config, self.lines.novelty, upstream, self.metrics, clock)
+        self.novelty.load()
         self.metrics.bind(
             open_windows=lambda: self.lines.windower.open_windows,
             unknown_rate=lambda: self.lines.matcher.unknown_rate,
             queue_depth=lambda: self.queue_depth,
             held_records=lambda: self.held_records,
             engine_restarts=lambda: self._model.engine.restarts,
-            novelty_patterns=lambda: len(novelty.patterns) if novelty is not None else 0,
+            novelty_patterns=lambda: self.novelty.patterns,
         )
 
     # -- the served model ----------------------------------------------------
@@ -249,7 +246,7 @@ class StreamingPipeline:
         for _event, rec in list(self._held.values()):
             await self._pass(rec, None)
         self._held.clear()
-        self.save_novelty()
+        self.novelty.save()
         for retired in self._retired:  # windows lost with a cancelled batcher: close anyway
             await asyncio.to_thread(retired.engine.close)
         self._retired.clear()
@@ -373,8 +370,7 @@ class StreamingPipeline:
                     await self._enqueue(window)
             if settled and self.incidents.pending:
                 await self._queue.put(_Progress(watermark))
-            if self._clock() - self._novelty_saved_at >= self.config.novelty_save_interval:
-                self.save_novelty()
+            self.novelty.save_due()
 
     # -- the batcher ---------------------------------------------------------
 
@@ -443,7 +439,7 @@ class StreamingPipeline:
         t0 = time.perf_counter()
         # Judged now, when the windows closed: the spread of their new templates so far.
         ids, judged = model_inputs(windows, self.lines.novelty)
-        await self._send_patterns()
+        await self.novelty.send()
         try:
             scores = await model.engine.score_ids_async(ids)
             # Inside the try, as before: a reply that does not fit its windows (a broken
@@ -480,49 +476,6 @@ class StreamingPipeline:
         # Counted once per batch, like records per frame in put().
         m.verdicts.labels(verdict="anomaly").inc(anomalies)
         m.verdicts.labels(verdict="normal").inc(len(windows) - anomalies)
-
-    # -- new templates ------------------------------------------------------
-
-    async def _send_patterns(self) -> None:
-        """Send the new-pattern records the last judgements produced; count decisions."""
-        novelty = self.lines.novelty
-        if novelty is None:
-            return
-        for report in novelty.reports():
-            await self.upstream.send(self.config.pattern_tag, report)
-            self.metrics.sent.labels(kind="pattern").inc()
-        for name, value in novelty.counts.items():
-            delta = value - self._novelty_counted.get(name, 0)
-            if delta:
-                self.metrics.novelty.labels(decision=name).inc(delta)
-                self._novelty_counted[name] = value
-
-    def _load_novelty(self) -> None:
-        path, novelty = self.config.novelty_state, self.lines.novelty
-        if path is None or novelty is None or not os.path.exists(path):
-            return
-        try:
-            with open(path, encoding="utf-8") as f:
-                novelty.load_state(json.load(f))
-        except (OSError, ValueError, LogsieveError) as exc:
-            raise ConfigError(
-                "pipeline.novelty_state", path, f"a readable novelty state file ({exc})"
-            ) from None
-        log.info("novelty state: %d new patterns loaded from %s", len(novelty.patterns), path)
-
-    def save_novelty(self) -> None:
-        """Write the new patterns to ``novelty_state`` (atomically; no-op without one)."""
-        path, novelty = self.config.novelty_state, self.lines.novelty
-        self._novelty_saved_at = self._clock()
-        if path is None or novelty is None:
-            return
-        tmp = f"{path}.tmp"
-        try:
-            with open(tmp, "w", encoding="utf-8") as f:
-                json.dump(novelty.state(), f)
-            os.replace(tmp, path)
-        except OSError as exc:
-            log.warning("novelty state not saved to %s: %s", path, exc)
 
     async def _send_incidents(self, incidents: list[Incident]) -> None:
         for incident in incidents:
