@@ -63,6 +63,7 @@ from logsieve.verdict import Verdict, model_inputs, scored_windows, seen_in_trai
 from .flags import FlagBuilder, enrich
 from .forward import LogRecord as ForwardRecord
 from .forward import RecordBatch
+from .forward.eventtime import MAX_EVENT_SECONDS
 from .novelty_outlet import NoveltyOutlet
 from .pipeline_config import PipelineConfig
 from .pipeline_metrics import PipelineMetrics
@@ -280,8 +281,11 @@ class StreamingPipeline:
                 # always carry a time, which for tail without a parser is when the agent
                 # read the line; training windowed on the line's time and node.
                 parsed += 1
-                if line.time is None or (line.host is None and host is not None):
-                    own = line.time if line.time is not None else rec.time
+                usable = line.time is not None and 0 < line.time < MAX_EVENT_SECONDS
+                if not usable or (line.host is None and host is not None):
+                    # A line stamped past 2106 (or before 1970) keeps the record's time:
+                    # its window's flag must still re-encode as an EventTime upstream.
+                    own = line.time if usable else rec.time
                     line = LogRecord(own, line.host or host, line.text)
                 record = line
             else:

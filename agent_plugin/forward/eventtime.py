@@ -22,11 +22,17 @@ import msgpack
 
 from logsieve.errors import ProtocolError
 
-__all__ = ["EventTime", "TimeKind", "classify_time"]
+__all__ = ["MAX_EVENT_SECONDS", "EventTime", "TimeKind", "classify_time"]
 
 _SEC_NSEC = struct.Struct(">II")
 _NS = 1_000_000_000
 _GROUP_MARKER_SECONDS = (0xFFFFFFFF, 0xFFFFFFFE)
+# A usable time re-encodes as EventTime upstream (uint32 seconds, the two markers
+# excluded): an integer 2**64 - 1 or a float 1e300 is a value, not a time; both used to
+# get through (one crashed the flag writer, one raised OverflowError here).
+_END_SECONDS = 0xFFFFFFFE
+MAX_EVENT_SECONDS = float(_END_SECONDS)
+"""Event times at or past this (2106-02-07) cannot travel as an EventTime."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,7 +87,7 @@ class TimeKind(Enum):
 
     VALID = "valid"
     GROUP_MARKER = "group_marker"  # Fluent Bit group start/end: never an event
-    INVALID = "invalid"  # negative or not finite: skipped and counted
+    INVALID = "invalid"  # negative, not finite or past 2106: skipped and counted
 
 
 def classify_time(value: Any, now_ns: Callable[[], int]) -> tuple[TimeKind, int]:
@@ -110,7 +116,7 @@ def classify_time(value: Any, now_ns: Callable[[], int]) -> tuple[TimeKind, int]
     if isinstance(value, int):
         if value in (-1, -2):
             return TimeKind.GROUP_MARKER, 0
-        if value < 0:
+        if value < 0 or value >= _END_SECONDS:
             return TimeKind.INVALID, 0
         return TimeKind.VALID, (value * _NS if value else now_ns())
     if isinstance(value, msgpack.ExtType):
@@ -122,7 +128,7 @@ def classify_time(value: Any, now_ns: Callable[[], int]) -> tuple[TimeKind, int]
         # A well-formed ext 0 of an ExtType subclass: decode it as the fast path does.
         return classify_time(msgpack.ExtType(0, bytes(value.data)), now_ns)
     if isinstance(value, float):
-        if not math.isfinite(value) or value < 0:
+        if not math.isfinite(value) or value < 0 or value >= _END_SECONDS:
             if value in (-1.0, -2.0):
                 return TimeKind.GROUP_MARKER, 0
             return TimeKind.INVALID, 0
@@ -130,7 +136,7 @@ def classify_time(value: Any, now_ns: Callable[[], int]) -> tuple[TimeKind, int]
         return TimeKind.VALID, (round(value * _NS) if value else now_ns())
     if isinstance(value, msgpack.Timestamp):
         ns = int(value.to_unix_nano())
-        if ns < 0:
+        if ns < 0 or ns >= _END_SECONDS * _NS:
             return TimeKind.INVALID, 0
         return TimeKind.VALID, (ns if ns else now_ns())
     raise ProtocolError(

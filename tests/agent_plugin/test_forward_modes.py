@@ -170,9 +170,16 @@ def test_other_time_encodings(time_bytes: bytes, expected_ns: int) -> None:
 
 @pytest.mark.parametrize(
     "bad_time",
-    [-5, -0.5, float("nan"), float("inf"), et(1, 1_000_000_000)],
-    ids=["negative-int", "negative-float", "nan", "inf", "nsec-overflow"],
-)
+    [
+        -5, -0.5, float("nan"), float("inf"), et(1, 1_000_000_000),
+        # Values no EventTime can carry upstream (uint32 seconds, markers excluded):
+        2**32, 2**64 - 1, 1e300, 4_294_967_294.5, msgpack.Timestamp(2**33, 0),
+    ],
+    ids=[
+        "negative-int", "negative-float", "nan", "inf", "nsec-overflow",
+        "int-2^32", "int-2^64-1", "float-1e300", "float-past-2106", "timestamp-past-2106",
+    ],
+)  # fmt: skip
 def test_unusable_time_values_skip_the_entry_and_count_it(bad_time: Any) -> None:
     batch = decode(packb(["t", [[bad_time, {"a": 1}], [7, {"b": 2}]]]))
     assert [r.record for r in batch.records] == [{"b": 2}]
