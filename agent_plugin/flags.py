@@ -23,8 +23,9 @@ holding a template training never saw scores +inf) is sent as ``score: null`` wi
 ``score_reason`` saying why (``unseen_template``, else ``not_finite``); a non-finite
 probability is sent as null.
 
-``flag_id`` is a hash of (model id, key, window start, window end), so a resend
-of the same window, even from a restarted process, carries the same id and a
+``flag_id`` is a hash of (model id, key, window start, window end, its lines as a
+multiset), so a resend of the same window, even from a restarted process, carries the
+same id and a
 receiver can drop the repeat (the upstream client is at-least-once). An incident's id
 is that of its first window; its ``window_start``/``window_end`` cover all its
 windows. The verdict, the evidence order and the id come from :mod:`logsieve.verdict`,
@@ -58,7 +59,7 @@ def build_flag(
     """The flag record for ``window`` (whatever its verdict); ``flag_id`` overrides the
     window's own id (an incident's id is its first window's)."""
     if flag_id is None:
-        flag_id = make_flag_id(model_id, window.key, window.start, window.end)
+        flag_id = make_flag_id(model_id, window.key, window.start, window.end, window.lines)
     top = window.evidence(top_k)
     evidence = [
         {

@@ -187,7 +187,7 @@ class IncidentMerger:
         if not self.merge:
             if not window.anomaly:
                 return None, []
-            flag_id = make_flag_id(self.model_id, key, window.start, window.end)
+            flag_id = make_flag_id(self.model_id, key, window.start, window.end, window.lines)
             return flag_id, [Incident(flag_id, window, 1)]
         current = self._open.get(key)
         if not window.anomaly:
@@ -207,7 +207,7 @@ class IncidentMerger:
         if current is not None:
             del self._open[key]
             done.append(current.done())
-        flag_id = make_flag_id(self.model_id, key, window.start, window.end)
+        flag_id = make_flag_id(self.model_id, key, window.start, window.end, window.lines)
         self._open[key] = _Building(flag_id, window, items)
         return flag_id, done
 

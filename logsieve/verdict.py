@@ -175,13 +175,23 @@ def evidence_order(
     )
 
 
-def make_flag_id(model_id: str, key: str, start: float, end: float) -> str:
+def make_flag_id(
+    model_id: str, key: str, start: float, end: float, lines: Sequence[str] = ()
+) -> str:
     """Stable id of one window's verdict: 32 hex chars of SHA-256 over its identity.
 
-    ``repr`` of the floats is exact and round-trips, so the same window always hashes
-    the same, in any process.
+    The identity is the model, the key, the time range and the window's lines as a
+    multiset (their count and a digest of them sorted): two windows of one block with
+    the same first and last time but other lines (records arriving out of order over
+    two connections) got one id before, and a consumer dropping repeats by it lost a
+    verdict; sorted, so the same lines replayed in another order keep the id. ``repr``
+    of the floats is exact and round-trips, so the same window always hashes the same,
+    in any process.
     """
-    identity = json.dumps([model_id, key, repr(float(start)), repr(float(end))])
+    digest = hashlib.sha256("\n".join(sorted(lines)).encode("utf-8", "surrogatepass"))
+    identity = json.dumps(
+        [model_id, key, repr(float(start)), repr(float(end)), len(lines), digest.hexdigest()]
+    )
     return hashlib.sha256(identity.encode("utf-8")).hexdigest()[:32]
 
 
@@ -192,7 +202,7 @@ def label_of(window: ScoredWindow) -> VerdictLabel:
 
 def verdict_of(window: ScoredWindow, model_id: str) -> Verdict:
     """The window's verdict and its flag id."""
-    flag_id = make_flag_id(model_id, window.key, window.start, window.end)
+    flag_id = make_flag_id(model_id, window.key, window.start, window.end, window.lines)
     return Verdict(label_of(window), float(window.score), flag_id)
 
 

@@ -78,7 +78,9 @@ def test_one_bad_line_in_five_overlapping_windows_is_one_flag_listing_it_once() 
     assert sorted(sw.lines, key=lambda x: float(x.split()[-1]))[0] == "ok at 360.0"
     assert len(sw.lines) == (900 - 360) // 20
     first = next(w for w in windows if scored(w).anomaly)
-    assert incident.flag_id == make_flag_id(MODEL, "h1", first.start, first.end)
+    assert incident.flag_id == make_flag_id(
+        MODEL, "h1", first.start, first.end, scored(first).lines
+    )
     # Evidence deduplicated: the bad line first, then each other line once.
     top = [sw.lines[i] for i in sw.evidence(10)]
     assert top[0] == "BAD at 640.0" and len(top) == len(set(top)) == 10
@@ -149,7 +151,9 @@ def test_session_windows_are_one_incident_each_with_the_windows_id() -> None:
     w = next(w for w in stream([640.0]) if scored(w).anomaly)
     flag_id, (incident,) = merger.push(scored(w), w.items)
     assert incident.windows == 1 and incident.window == scored(w)
-    assert flag_id == incident.flag_id == make_flag_id(MODEL, w.key, w.start, w.end)
+    assert (
+        flag_id == incident.flag_id == make_flag_id(MODEL, w.key, w.start, w.end, scored(w).lines)
+    )
     assert merger.pending == 0
     normal = stream([])[0]
     assert merger.push(scored(normal), normal.items) == (None, [])

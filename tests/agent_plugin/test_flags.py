@@ -55,7 +55,7 @@ def test_flag_record_fields() -> None:
         "fastlogad",
         "anomaly",
     )
-    assert rec["flag_id"] == make_flag_id("hdfs-fastlogad-1", w.key, w.start, w.end)
+    assert rec["flag_id"] == make_flag_id("hdfs-fastlogad-1", w.key, w.start, w.end, w.lines)
     assert rec["evidence"][0] == {
         "line": "EXCEPTION blk A",
         "template": "EXCEPTION <BLK>",
@@ -93,6 +93,18 @@ def test_flag_id_is_stable_and_distinguishes_windows() -> None:
     assert a not in others and len(others) == 5
 
 
+def test_flag_id_tells_apart_windows_of_one_block_with_the_same_bounds() -> None:
+    # Issue 16: two windows of one block, 3 and 10 lines, records out of order over two
+    # connections, share first and last times; they got one id and a consumer that
+    # drops repeats by it lost a verdict.
+    lines = [f"Receiving block blk_1 src: /10.0.0.{i}:1" for i in range(10)]
+    short = make_flag_id("m", "blk_1", 100.0, 160.0, [lines[0], lines[5], lines[9]])
+    long = make_flag_id("m", "blk_1", 100.0, 160.0, lines)
+    assert short != long
+    # The same lines in another order (a replay) keep the id.
+    assert long == make_flag_id("m", "blk_1", 100.0, 160.0, list(reversed(lines)))
+
+
 def test_builder_emits_normal_windows_only_with_every_verdict() -> None:
     normal = window(score=0.5, threshold=0.5)  # not above the threshold
     assert FlagBuilder("m", "d").build(normal) is None
@@ -111,7 +123,9 @@ def test_enrich_adds_verdict_keys_without_mutating_input() -> None:
     assert record == before and "logsieve_verdict" not in record
     assert out["logsieve_verdict"] == "anomaly"
     assert out["logsieve_score"] == 0.9
-    assert out["logsieve_flag_id"] == make_flag_id("m", window().key, 1226218519.0, 1226218583.5)
+    assert out["logsieve_flag_id"] == make_flag_id(
+        "m", window().key, 1226218519.0, 1226218583.5, window().lines
+    )
     assert out["log"] == record["log"] and out["kubernetes"] == {"pod": "dn-1"}
     assert out is not record
     assert enrich({b"raw": b"\xff"}, Verdict("normal", 0.1, "x"))[b"raw"] == b"\xff"
