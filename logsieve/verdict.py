@@ -276,8 +276,6 @@ def scored_windows(
             templates = [
                 t if p is None else f"[NEW] {p}" for t, p in zip(templates, j.patterns, strict=True)
             ]
-            if not j.known:
-                score = 0.0  # nothing the model knows: only the novelty rule can flag it
         out.append(
             ScoredWindow(
                 key=w.key,
