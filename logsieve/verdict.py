@@ -47,6 +47,7 @@ __all__ = [
     "anomalous",
     "evidence_order",
     "is_anomaly",
+    "known_ids",
     "label_of",
     "make_flag_id",
     "model_inputs",
@@ -233,7 +234,12 @@ def model_inputs(
     if novelty is None:
         return ids, None
     judged = [novelty.judge(w) for w in ids]
-    return [[w[i] for i in j.known] for w, j in zip(ids, judged, strict=True)], judged
+    return known_ids(ids, judged), judged
+
+
+def known_ids(ids: Sequence[Sequence[int]], judged: Sequence[WindowNovelty]) -> list[list[int]]:
+    """Each window's template ids cut to the lines its judgement leaves to the model."""
+    return [[w[i] for i in j.known] for w, j in zip(ids, judged, strict=True)]
 
 
 def seen_in_training(ids: Sequence[Sequence[int]], bundle: Bundle) -> list[bool] | None:

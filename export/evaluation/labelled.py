@@ -61,7 +61,13 @@ from logsieve.logs.pipeline import Event
 from logsieve.logs.templates import UNKNOWN
 from logsieve.logs.vocab import UNSEEN_SCORE
 from logsieve.logs.windows import Window, replay
-from logsieve.verdict import ScoredWindow, scored_windows, seen_in_training, template_ids
+from logsieve.verdict import (
+    ScoredWindow,
+    known_ids,
+    scored_windows,
+    seen_in_training,
+    template_ids,
+)
 
 __all__ = [
     "TEST_LABELS",
@@ -200,7 +206,7 @@ def _score_sequences(
             ids = template_ids(windows)
             verdicts = None if judged is None else judged[start : start + batch_size]
             if verdicts is not None:  # the model scores the known lines only
-                ids = [[w[i] for i in j.known] for w, j in zip(ids, verdicts, strict=True)]
+                ids = known_ids(ids, verdicts)
             results = engine.score_ids(ids)
             seen = seen_in_training(ids, bundle)
             scored.add(
