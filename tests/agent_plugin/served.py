@@ -137,11 +137,23 @@ def updated_home(parent: Bundle, root: Path) -> Path:
 
 
 async def received(svc: Service, n: int, timeout: float = 10.0) -> bool:
-    """Wait until the server has decoded ``n`` Message-mode records (False on timeout)."""
+    """Wait until the server has decoded ``n`` Message-mode records and the pipeline
+    has windowed them (False on timeout).
+
+    The server counts a record when it decodes the frame, before ``pipeline.put`` has
+    run: a test that moves the clock between the two would close windows ahead of their
+    last lines (which then open windows nothing closes).
+    """
     counter = svc.metrics.records_received.labels(mode="message")
+    taken = svc.pipeline_metrics.records
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
-    while sample_value(counter) < n:
+
+    def pending() -> bool:
+        done = sample_value(taken, outcome="windowed") + sample_value(taken, outcome="no_text")
+        return sample_value(counter) < n or done < n
+
+    while pending():
         if loop.time() > deadline:
             return False
         await asyncio.sleep(0.01)

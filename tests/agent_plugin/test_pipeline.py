@@ -188,10 +188,14 @@ async def test_upstream_down_then_up_delivers_every_flag_once(
         await asyncio.to_thread(replay, svc.port, hdfs_events(log.lines))
         assert await received(svc, len(log.lines))
         clock.now += DAY + 1
-        while sample_value(svc.pipeline_metrics.verdicts, verdict="normal") + (
-            sample_value(svc.pipeline_metrics.verdicts, verdict="anomaly")
-        ) < len(log.labels):
+        verdicts = svc.pipeline_metrics.verdicts
+        for _ in range(400):  # 20 s: a window left open must fail here, not hang
+            scored = sample_value(verdicts, verdict="normal")
+            if scored + sample_value(verdicts, verdict="anomaly") >= len(log.labels):
+                break
             await asyncio.sleep(0.05)
+        else:
+            raise AssertionError(f"{svc.pipeline.stats()} after the clock moved a day")
         await asyncio.sleep(0.3)  # the client is failing to connect and backing off
         assert svc.upstream.stats.connect_failures >= 1
         assert svc.upstream.stats.records_acked == 0
