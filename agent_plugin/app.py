@@ -42,6 +42,7 @@ from logsieve.engine import Engine, load_engine
 from logsieve.engine.windows import LocalWindowEngine, WindowEngine
 from logsieve.engine.worker import EngineWorker
 
+from .ledger import Ledger, ReplayPlan
 from .metrics import Metrics
 from .metrics_http import MetricsServer
 from .pipeline import StreamingPipeline
@@ -50,6 +51,7 @@ from .serve_config import ServeSettings
 from .served_model import load_model
 from .server import ForwardServer
 from .upstream import UpstreamClient
+from .wal import Recovered, WriteAheadLog
 
 __all__ = ["EXIT_FAST", "Service", "run_service"]
 
@@ -96,6 +98,9 @@ class Service:
         self.pipeline_metrics = PipelineMetrics(self.metrics.registry)
         self.upstream = UpstreamClient(settings.upstream)
         self.pipeline_metrics.bind_upstream(self.upstream)
+        durability = settings.durability
+        self.wal = WriteAheadLog(durability) if durability.enabled else None
+        self.ledger: Ledger | None = None  # start() opens the log and builds it
         self.pipeline = StreamingPipeline(
             settings.pipeline,
             bundle,
@@ -192,10 +197,13 @@ class Service:
             self._gc_before = gc.get_threshold()
             gc.set_threshold(*GC_THRESHOLD)
         try:
+            recovered = await self._open_wal()
             await self.upstream.start()
             self._started.append("upstream")
             await self.pipeline.start()
             self._started.append("pipeline")
+            if recovered is not None and recovered.records:
+                await self.pipeline.replay(recovered.records, ReplayPlan.of(recovered))
             await self.http.start()
             self._started.append("http")
             await self.server.start()
@@ -214,6 +222,47 @@ class Service:
             self.settings.server.metrics_host,
             self.metrics_port,
         )
+
+    async def _open_wal(self) -> Recovered | None:
+        """Read the write-ahead log back (a torn tail is cut off) and start its writer."""
+        wal = self.wal
+        if wal is None:
+            return None
+        recovered = await asyncio.to_thread(wal.recover)
+        await wal.start()
+        self._started.append("wal")
+        self.ledger = Ledger(wal, self.upstream, recovered.next_serial)
+        for chunk in recovered.chunks:
+            self.ledger.remember(chunk)
+        self.pipeline.ledger = self.ledger
+        self.pipeline_metrics.bind_wal(wal, self.ledger)
+        log.info(
+            "write-ahead log %s: %d record(s), %d window closure(s) to look at, done up to %d",
+            wal.dir,
+            len(recovered.records),
+            len(recovered.closures),
+            recovered.done,
+        )
+        return recovered
+
+    async def _close_wal(self) -> None:
+        """After upstream stopped: mark what it delivered or spooled as done; a log with
+        nothing left undone is emptied, so the next start replays nothing."""
+        ledger, wal = self.ledger, self.wal
+        if wal is None:
+            return
+        if ledger is not None:
+            ledger.settle(self.pipeline.open_lsns)
+            if ledger.undone == 0 and self.pipeline.lines.windower.open_windows == 0:
+                await wal.sync()
+                wal.clear()
+            else:
+                log.warning(
+                    "write-ahead log: %d window(s) without a delivered verdict; the next "
+                    "start judges them again",
+                    ledger.undone,
+                )
+        await wal.close()
 
     async def stop(self) -> bool:
         """The ordered shutdown (module docstring). True if every flag was delivered
@@ -244,6 +293,8 @@ class Service:
                 stats.spool_chunks,
                 stats.dropped_records,
             )
+        if "wal" in started:
+            await self._close_wal()
         if "http" in started:
             await self.http.stop()
         return delivered
@@ -257,6 +308,8 @@ class Service:
         self._stopping = True
         await self.server.stop(drain_timeout=0.1)
         await self.upstream.stop(timeout=0)
+        if self.wal is not None:
+            await self.wal.close()  # what is not done stays in it: the next start replays
         await self.http.stop()
         self._release()
 

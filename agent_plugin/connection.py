@@ -27,6 +27,7 @@ from typing import Any
 
 from logsieve.errors import ProtocolError
 
+from . import failpoints
 from .forward import (
     HandshakeFailed,
     HandshakeSucceeded,
@@ -136,6 +137,8 @@ class ForwardProtocol(asyncio.Protocol):
             return
         if self._put_task is None:
             self._process()
+        if self._conn.buffered:
+            failpoints.hit("forward.partial")
 
     def eof_received(self) -> bool:
         # Returning False closes the transport. A client that half-closes while
@@ -268,6 +271,7 @@ class ForwardProtocol(asyncio.Protocol):
             self._settle()
             return
         self._ack(batch)
+        failpoints.hit("forward.acked")
         self._last_activity = self._loop.time()
         self._process()
         if self._put_task is None:

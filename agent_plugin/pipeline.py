@@ -46,8 +46,8 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Mapping
-from typing import Any, Protocol
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, Protocol, get_args
 
 from logsieve.bundle import Bundle
 from logsieve.engine.windows import WindowEngine
@@ -57,17 +57,20 @@ from logsieve.logs.lineformat import LineParser
 from logsieve.logs.pipeline import Event, LinePipeline
 from logsieve.logs.records import LogRecord
 from logsieve.logs.vocab import Vocab
-from logsieve.logs.windows import Window
+from logsieve.logs.windows import CloseReason, SessionWindower, Window
 from logsieve.verdict import Verdict, model_inputs, scored_windows, seen_in_training
 
+from . import failpoints
 from .flags import FlagBuilder, enrich
 from .forward import LogRecord as ForwardRecord
 from .forward import RecordBatch
 from .forward.eventtime import MAX_EVENT_SECONDS
+from .ledger import Ledger, ReplayPlan
 from .novelty_outlet import NoveltyOutlet
 from .pipeline_config import PipelineConfig
 from .pipeline_metrics import PipelineMetrics
 from .served_model import ServedModel, served_model
+from .wal import WalRecord
 
 __all__ = ["FlagSender", "PipelineClosedError", "StreamingPipeline"]
 
@@ -118,8 +121,10 @@ class StreamingPipeline:
         metrics: PipelineMetrics | None = None,
         *,
         clock: Callable[[], float] = time.monotonic,
+        ledger: Ledger | None = None,
     ) -> None:
         self.config = config
+        self.ledger = ledger  # the write-ahead log's bookkeeping; None: acks mean memory
         self.upstream = upstream
         model = served_model(bundle, engine, config)
         log_config = bundle.log_config
@@ -268,7 +273,14 @@ class StreamingPipeline:
         text_of, feed, pass_through = self._text, self.lines.feed_event, self.config.pass_through
         host_of = self._host if self._needs_host else None
         parse_raw = self.raw_parser.parse_raw if self.raw_parser is not None else None
-        for rec in batch.records:
+        # Written (and under fsync "always" synced) before windowing: the ack follows.
+        first = None
+        if self.ledger is not None:
+            if self.ledger.repeated(batch):
+                m.records.labels(outcome="repeat").inc(len(batch.records))
+                return  # a resend of a frame whose ack was lost: its records are in
+            first = await self.ledger.append(batch)
+        for i, rec in enumerate(batch.records):
             text = text_of(rec.record)
             if text is None:
                 no_text += 1
@@ -277,20 +289,12 @@ class StreamingPipeline:
                 continue
             host = host_of(rec.record) if host_of is not None else None
             if parse_raw is not None and (line := parse_raw(text)) is not None:
-                # The line's own time and host win over the record's: Forward records
-                # always carry a time, which for tail without a parser is when the agent
-                # read the line; training windowed on the line's time and node.
                 parsed += 1
-                usable = line.time is not None and 0 < line.time < MAX_EVENT_SECONDS
-                if not usable or (line.host is None and host is not None):
-                    # A line stamped past 2106 (or before 1970) keeps the record's time:
-                    # its window's flag must still re-encode as an EventTime upstream.
-                    own = line.time if usable else rec.time
-                    line = LogRecord(own, line.host or host, line.text)
-                record = line
+                record = _own_line(line, rec.time, host)
             else:
                 record = LogRecord(rec.time, host, text)
-            event, keys, closed = feed(record, rec.record)
+            seq = first + i if first is not None else -1
+            event, keys, closed = feed(record, rec.record, seq=seq)
             if closed:
                 self._unqueued += 1
             if event.unknown:
@@ -321,6 +325,54 @@ class StreamingPipeline:
         m.records.labels(outcome="no_text").inc(no_text)
         m.records.labels(outcome="windowed").inc(len(batch.records) - no_text)
 
+    async def replay(self, records: list[WalRecord], plan: ReplayPlan) -> None:
+        """Window again the records a restart found in the write-ahead log (before the
+        server accepts anything): windows closed before the crash and not yet done are
+        formed exactly as they closed, done ones not at all (:mod:`.ledger`)."""
+        ledger = self.ledger
+        assert ledger is not None and self._state == "running"
+        ledger.done_spans = plan.done_spans
+        parse_raw = self.raw_parser.parse_raw if self.raw_parser is not None else None
+        for wr in records:
+            text = self._text(wr.record)
+            if text is None:
+                continue  # never windowed: it went on (pass-through) when it came
+            host = self._host(wr.record) if self._needs_host else None
+            line = parse_raw(text) if parse_raw is not None else None
+            rec_time = wr.time_ns / 1e9
+            record = _own_line(line, rec_time, host) if line else LogRecord(rec_time, host, text)
+            keys = plan.keys_for(wr.lsn, self.lines.keys.keys(record, wr.record))
+            if not keys:
+                continue  # every window it was in has its verdict delivered
+            event, keys, closed = self.lines.feed_event(record, wr.record, seq=wr.lsn, keys=keys)
+            ledger.replayed_records += 1
+            when = record.time
+            if when is not None and (self._max_time is None or when > self._max_time):
+                self._max_time, self._max_time_seen_at = when, self._clock()
+            if self.config.pass_through:
+                fwd = ForwardRecord(wr.tag, rec_time, wr.time_ns, wr.record, wr.metadata)
+                self._held[id(event)] = (event, fwd)
+            windower = self.lines.windower
+            for closure in plan.completes(wr.lsn, keys):
+                if isinstance(windower, SessionWindower):
+                    window = windower.close_key(closure.key, _reason(closure.reason))
+                    if window is not None:
+                        closed.append(window)
+            for window in closed:
+                ledger.replayed_windows += 1
+                await self._enqueue(window)
+        log.warning(
+            "write-ahead log: %d record(s) windowed again, %d window(s) closed by the replay",
+            ledger.replayed_records,
+            ledger.replayed_windows,
+        )
+
+    def open_lsns(self) -> Iterable[int]:
+        """The write-ahead-log numbers of the records in open windows."""
+        for items in self.lines.windower.open_items():
+            for event in items:
+                yield event.seq
+
     def _text(self, record: Mapping[Any, Any]) -> str | None:
         for name in self.text_fields:
             value = record.get(name)
@@ -341,6 +393,11 @@ class StreamingPipeline:
         return None
 
     async def _enqueue(self, window: Window[Event]) -> None:
+        ledger = self.ledger
+        if ledger is not None:
+            if ledger.already_done(window):
+                return  # formed again by a restart; its verdict went out before
+            ledger.closed(window)
         self.metrics.windows_closed.labels(reason=window.closed_by).inc()
         # Tagged before the put: a reload while this waits for room must not change
         # which model (whose template ids the window holds) scores it.
@@ -375,6 +432,8 @@ class StreamingPipeline:
             if settled and self.incidents.pending:
                 await self._queue.put(_Progress(watermark))
             self.novelty.save_due()
+            if self.ledger is not None:
+                self.ledger.settle(self.open_lsns)
 
     # -- the batcher ---------------------------------------------------------
 
@@ -444,6 +503,7 @@ class StreamingPipeline:
         # Judged now, when the windows closed: the spread of their new templates so far.
         ids, judged = model_inputs(windows, self.lines.novelty)
         await self.novelty.send()
+        ledger = self.ledger
         try:
             scores = await model.engine.score_ids_async(ids)
             # Inside the try, as before: a reply that does not fit its windows (a broken
@@ -454,7 +514,13 @@ class StreamingPipeline:
             # A failing engine must not take the server down; the windows are counted.
             m.windows_failed.inc(len(windows))
             log.exception("engine failed on a batch of %d window(s)", len(windows))
+            if ledger is not None:
+                for window in windows:
+                    ledger.scored(window, None)
             return
+        failpoints.hit("pipeline.scoring")
+        if ledger is not None:
+            await ledger.before_send()
         m.engine_seconds.observe(time.perf_counter() - t0)
         m.batch_windows.observe(len(windows))
         anomalies = 0
@@ -477,6 +543,10 @@ class StreamingPipeline:
                     held = self._held.pop(id(item), None)
                     if held is not None:
                         await self._pass(held[1], verdict)
+            if ledger is not None:
+                # An anomaly whose incident is still open is done when its flag is.
+                waiting = anomaly and not any(i.flag_id == flag_id for i in done)
+                ledger.scored(window, flag_id if waiting else None)
         # Counted once per batch, like records per frame in put().
         m.verdicts.labels(verdict="anomaly").inc(anomalies)
         m.verdicts.labels(verdict="normal").inc(len(windows) - anomalies)
@@ -486,6 +556,8 @@ class StreamingPipeline:
             record = self.builder.build_incident(incident)
             await self.upstream.send(self.builder.tag, record, time=incident.window.end)
             self.metrics.sent.labels(kind="flag").inc()
+            if self.ledger is not None:
+                self.ledger.flagged(incident.flag_id)
 
     async def _pass(self, rec: ForwardRecord, verdict: Verdict | None) -> None:
         record = enrich(rec.record, verdict) if verdict is not None else dict(rec.record)
@@ -514,3 +586,21 @@ class StreamingPipeline:
             "raw_parsed": self.raw_counts["parsed"],
             "raw_as_is": self.raw_counts["as_is"],
         }
+
+
+def _own_line(line: LogRecord, record_time: float, host: str | None) -> LogRecord:
+    """A whole raw line parsed by the bundle's format, as the pipeline windows it.
+
+    The line's own time and host win over the record's: Forward records always carry a
+    time, which for tail without a parser is when the agent read the line; training
+    windowed on the line's time and node. A line stamped past 2106 (or before 1970)
+    keeps the record's time: its window's flag must still re-encode as an EventTime.
+    """
+    usable = line.time is not None and 0 < line.time < MAX_EVENT_SECONDS
+    if usable and (line.host is not None or host is None):
+        return line
+    return LogRecord(line.time if usable else record_time, line.host or host, line.text)
+
+
+def _reason(name: str) -> CloseReason:
+    return name if name in get_args(CloseReason) else "flush"  # type: ignore[return-value]

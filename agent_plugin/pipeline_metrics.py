@@ -14,7 +14,9 @@ from typing import TYPE_CHECKING
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
 if TYPE_CHECKING:
+    from .ledger import Ledger
     from .upstream import UpstreamClient
+    from .wal import WriteAheadLog
 
 __all__ = ["PipelineMetrics"]
 
@@ -44,7 +46,8 @@ class PipelineMetrics:
         p = "logsieve_pipeline_"
         self.records = Counter(
             p + "records",
-            "Records taken by the pipeline, by outcome (windowed, no_text).",
+            "Records taken by the pipeline, by outcome (windowed, no_text, repeat: a resent "
+            "frame already in the write-ahead log).",
             ["outcome"],
             registry=reg,
         )
@@ -155,6 +158,31 @@ class PipelineMetrics:
         for name, help_ in _UPSTREAM.items():
             gauge = Gauge(f"logsieve_upstream_{name}", help_, registry=self.registry)
             gauge.set_function(_stat(client, name))
+
+    def bind_wal(self, wal: WriteAheadLog, ledger: Ledger) -> None:
+        """Export the write-ahead log's state (size, health, replay and undone windows)."""
+        gauges: dict[str, tuple[str, Callable[[], float]]] = {
+            "bytes": ("Bytes in the write-ahead log's segments.", lambda: wal.size_bytes),
+            "segments": ("Segment files of the write-ahead log.", lambda: wal.segment_count),
+            "writable": (
+                "1 while the log accepts appends; 0 while frames wait unacked (disk full, "
+                "unwritable, or max_bytes reached).",
+                lambda: float(wal.error is None),
+            ),
+            "appended_records": ("Records appended since start.", lambda: wal.appended_records),
+            "fsyncs": ("fsync calls since start.", lambda: wal.fsyncs),
+            "undone_windows": (
+                "Closed windows whose verdict is not yet acked or spooled upstream.",
+                lambda: ledger.undone,
+            ),
+            "replayed_records": (
+                "Records windowed again from the log at start.",
+                lambda: ledger.replayed_records,
+            ),
+        }
+        for name, (help_, read) in gauges.items():
+            gauge = Gauge(f"logsieve_wal_{name}", help_, registry=self.registry)
+            gauge.set_function(read)
 
 
 def _stat(client: UpstreamClient, name: str) -> Callable[[], float]:

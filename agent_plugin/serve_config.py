@@ -1,6 +1,6 @@
 """``logsieve serve`` settings: one TOML file, the environment and flags, merged once.
 
-Precedence, per key: flags > environment > file > defaults. The file has three tables,
+Precedence, per key: flags > environment > file > defaults. The file has four tables,
 each validated by its own frozen dataclass (unknown keys are errors)::
 
     [server]      # ServerConfig: where logsieve listens (Forward in), metrics endpoint
@@ -17,11 +17,14 @@ each validated by its own frozen dataclass (unknown keys are errors)::
     batch_size = 256
     every_verdict = false
 
+    [durability]  # DurabilityConfig: the write-ahead log (acked = on disk)
+    dir = "/var/lib/logsieve/wal"
+
 Environment: ``LOGSIEVE_<TABLE>_<KEY>`` for any scalar key, e.g.
 ``LOGSIEVE_UPSTREAM_HOST=fluentd``, ``LOGSIEVE_SERVER_SHARED_KEY=…``,
 ``LOGSIEVE_PIPELINE_BATCH_SIZE=128``. Values are read as the field's type (numbers,
 ``true``/``false``, comma-separated lists; strings as they are); an unknown key under
-one of the three prefixes is an error (other ``LOGSIEVE_*`` variables are not ours).
+one of the four prefixes is an error (other ``LOGSIEVE_*`` variables are not ours).
 Nested tables (``server.limits``, ``server.users``) come from the file only.
 """
 
@@ -39,6 +42,7 @@ from logsieve.errors import ConfigError
 from .pipeline_config import PipelineConfig
 from .server_config import ServerConfig
 from .upstream_config import UpstreamConfig
+from .wal_config import DurabilityConfig
 
 __all__ = ["ENV_PREFIX", "ServeSettings", "load_serve_settings", "parse_hostport"]
 
@@ -47,6 +51,7 @@ _TABLES: dict[str, type] = {
     "server": ServerConfig,
     "upstream": UpstreamConfig,
     "pipeline": PipelineConfig,
+    "durability": DurabilityConfig,
 }
 _NOT_FROM_ENV = {"limits", "users"}
 
@@ -58,6 +63,7 @@ class ServeSettings:
     server: ServerConfig = dataclasses.field(default_factory=ServerConfig)
     upstream: UpstreamConfig = dataclasses.field(default_factory=UpstreamConfig)
     pipeline: PipelineConfig = dataclasses.field(default_factory=PipelineConfig)
+    durability: DurabilityConfig = dataclasses.field(default_factory=DurabilityConfig)
 
     def __post_init__(self) -> None:
         # Flags sent to our own listener would come back as input and loop forever.
@@ -104,6 +110,7 @@ def load_serve_settings(
             server=ServerConfig.from_dict(tables["server"]),
             upstream=UpstreamConfig.from_dict(tables["upstream"]),
             pipeline=PipelineConfig.from_dict(tables["pipeline"]),
+            durability=DurabilityConfig.from_dict(tables["durability"]),
         )
     except TypeError as exc:  # e.g. a limits table with a wrong shape
         raise ConfigError("config", str(path), f"valid settings ({exc})") from None

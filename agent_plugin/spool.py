@@ -60,6 +60,8 @@ class Chunk:
     count: int
     payload: bytes
     path: Path | None = None
+    first: int = -1  # index of its first record among this process's sends (-1: older)
+    durable: bool = False  # acked or on disk in the spool
 
     def encode(self) -> bytes:
         """The spool file's bytes."""
@@ -199,6 +201,7 @@ class Spool:
 class _Batch:
     tag: str
     started: float  # time.monotonic() of its first record
+    first: int  # index of its first record among this process's sends
     entries: list[bytes] = field(default_factory=list)
     nbytes: int = 0
 
@@ -225,6 +228,19 @@ class ChunkBuffer:
         self._seq = 0
         self._lock = asyncio.Lock()
         self._spool_retry_at = 0.0
+        self.appended = 0  # records appended by this process
+        self._undurable: deque[Chunk] = deque()  # sealed, neither acked nor spooled
+
+    @property
+    def durable_count(self) -> int:
+        """How many of this process's records, counted in append order, are all acked
+        or in the spool: every record before that index is safe from a crash."""
+        pending = self._undurable
+        while pending and pending[0].durable:
+            pending.popleft()
+        if pending:
+            return pending[0].first
+        return self._open.first if self._open is not None else self.appended
 
     @property
     def pending(self) -> bool:
@@ -249,11 +265,12 @@ class ChunkBuffer:
             self.seal()
             batch, woke = None, True
         if batch is None:
-            batch = self._open = _Batch(tag, time.monotonic())
+            batch = self._open = _Batch(tag, time.monotonic(), self.appended)
             woke = True  # starts the flush_interval clock
         batch.entries.append(entry)
         batch.nbytes += len(entry)
         self.mem_records += 1
+        self.appended += 1
         if len(batch.entries) >= self.max_batch_records:
             self.seal()
         return woke
@@ -267,7 +284,10 @@ class ChunkBuffer:
         # like Fluent Bit's); kept across resends so receivers can drop repeats.
         chunk_id = base64.b64encode(os.urandom(16)).decode("ascii")
         payload = b"".join(batch.entries)
-        self._memory.append(Chunk(self._seq, chunk_id, batch.tag, len(batch.entries), payload))
+        chunk = Chunk(self._seq, chunk_id, batch.tag, len(batch.entries), payload)
+        chunk.first = batch.first
+        self._memory.append(chunk)
+        self._undurable.append(chunk)
         self._seq += 1
         return True
 
@@ -289,6 +309,7 @@ class ChunkBuffer:
                 self._spool_retry_at = time.monotonic() + 1.0
                 return False
             self._memory.popleft()
+            chunk.durable = True
             self.mem_records -= chunk.count
             self.spilled_chunks += 1
             self.spilled_bytes += len(chunk.payload)
@@ -315,6 +336,7 @@ class ChunkBuffer:
     async def delivered(self, chunk: Chunk) -> None:
         """Forget the in-flight ``chunk``: it was acked."""
         self.inflight = None
+        chunk.durable = True
         if chunk.path is not None and self.spool is not None:
             await self.spool.remove(chunk)
         else:
@@ -333,6 +355,7 @@ class ChunkBuffer:
                     if self.spool is None:
                         raise OSError("no spool_dir configured")
                     await self.spool.write(chunk)  # past spool_max_bytes if need be
+                    chunk.durable = True
                 except OSError as exc:
                     lost += chunk.count
                     log.error("upstream: %d unsent record(s) lost at stop: %s", chunk.count, exc)

@@ -48,6 +48,7 @@ import msgpack
 
 from logsieve.errors import DataError, HandshakeError, LogsieveError, ProtocolError
 
+from . import failpoints
 from .forward.codec import FrameDecoder
 from .forward.eventtime import EventTime
 from .forward.handshake_client import ClientHandshake
@@ -201,6 +202,17 @@ class UpstreamClient:
     def pending(self) -> bool:
         """True while anything is buffered, in flight or spooled."""
         return self._buffer.pending
+
+    @property
+    def sent_count(self) -> int:
+        """Records accepted by :meth:`send` since start (a ticket for :attr:`durable_count`)."""
+        return self._buffer.appended
+
+    @property
+    def durable_count(self) -> int:
+        """How many of the records sent since start, in send order, are all acked
+        upstream or written to the spool (safe from a crash of this process)."""
+        return self._buffer.durable_count
 
     async def start(self) -> None:
         """Index the spool (its chunks are sent first) and start the sender task."""
@@ -378,6 +390,7 @@ class UpstreamClient:
                 self._stats.retries += 1
             self._resending = True  # until it is delivered, a later write is a resend
             await conn.write(frame, cfg.ack_timeout)
+            failpoints.hit("upstream.sent")
             self._stats.chunks_sent += 1
             self._stats.records_sent += chunk.count
             if cfg.require_ack:

@@ -35,6 +35,7 @@ class Event:
     time: float | None
     template_id: int
     text: str
+    seq: int = -1  # the record's number in the server's write-ahead log (-1: none)
 
     @property
     def unknown(self) -> bool:
@@ -71,18 +72,28 @@ class LinePipeline:
         return self.feed_event(record, fields)[2]
 
     def feed_event(
-        self, record: LogRecord, fields: Mapping[str, Any] | None = None
+        self,
+        record: LogRecord,
+        fields: Mapping[str, Any] | None = None,
+        *,
+        seq: int = -1,
+        keys: tuple[str, ...] | None = None,
     ) -> tuple[Event, tuple[str, ...], list[Window[Event]]]:
         """:meth:`feed`, also returning the record's :class:`Event` and its window keys
-        (the server uses them to find a record again when its window closes)."""
-        keys = self.keys.keys(record, fields)
+        (the server uses them to find a record again when its window closes).
+
+        ``seq`` numbers the event (the server's write-ahead log); ``keys`` replaces
+        the record's own keys (a restart replaying a record into some of its windows).
+        """
+        if keys is None:
+            keys = self.keys.keys(record, fields)
         tid = self.matcher.match(record.text)
         novelty = self.novelty
         if novelty is not None:
             novelty.touch(keys)
             if tid == UNKNOWN:
                 tid = novelty.observe(record.text, keys, record.time)
-        event = Event(record.time, tid, record.text)
+        event = Event(record.time, tid, record.text, seq)
         return event, keys, self.windower.add(record.time, keys, event)
 
     def use_matcher(self, matcher: TemplateMatcher) -> dict[int, Event]:
@@ -101,7 +112,7 @@ class LinePipeline:
                     tid = matcher.match(event.text)
                     if tid == event.template_id or (tid == UNKNOWN and event.template_id < 0):
                         continue  # still unknown: keep its new-pattern id
-                    new = changed[id(event)] = Event(event.time, tid, event.text)
+                    new = changed[id(event)] = Event(event.time, tid, event.text, event.seq)
                     replaced.append(event)
                 items[i] = new
         return changed

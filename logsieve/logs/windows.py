@@ -312,6 +312,16 @@ class SessionWindower(Windower[T]):
             state.window.closed_by = "idle_wall"
         return [s.window for s in batch]
 
+    def close_key(self, key: str, reason: CloseReason) -> Window[T] | None:
+        """Close ``key``'s open window now, as ``reason`` (a restart re-forming a window
+        exactly as it closed before); None if the key has none."""
+        state = self._open.pop(key, None)
+        if state is None:
+            return None
+        state.window.closed_by = reason
+        self._count([state.window])
+        return state.window
+
     def _close_all(self) -> list[Window[T]]:
         states = sorted(self._open.values(), key=lambda s: (s.deadline, s.window.key))
         self._open.clear()
