@@ -23,6 +23,7 @@ of windows still open at the crash are windowed as they first were.
 from __future__ import annotations
 
 import logging
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -123,6 +124,7 @@ class Ledger:
         self.replayed_records = 0
         self.replayed_windows = 0
         self._chunks: OrderedDict[bytes, None] = OrderedDict()
+        self._next_truncate = 0.0
 
     # -- records in ------------------------------------------------------------
 
@@ -209,7 +211,10 @@ class Ledger:
             self.done, advanced = serial, True
         if advanced:
             self.wal.note_done(self.done)
-        if self.wal.segment_count > 1:
+        now = time.monotonic()
+        if self.wal.segment_count > 1 and now >= self._next_truncate:
+            # Walking the open windows costs their size: at most once a second.
+            self._next_truncate = now + 1.0
             live = min(self._min_lsn.values(), default=1 << 62)
             live = min(live, min(open_lsns(), default=1 << 62))
             self.wal.truncate(live, self.done)

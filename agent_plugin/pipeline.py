@@ -462,6 +462,8 @@ class StreamingPipeline:
                     break
                 batch.append(item)  # type: ignore[arg-type]
             await self._process(batch)
+            if self.ledger is not None:
+                self.ledger.settle(self.open_lsns)
             if progress is not None:
                 await self._send_incidents(self.incidents.expire(progress.watermark))
         # Every window is in: the incidents still open are complete.

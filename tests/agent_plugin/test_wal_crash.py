@@ -4,7 +4,8 @@ A real ``logsieve serve`` subprocess with a write-ahead log and ``every_verdict`
 sender is the project's acking Forward client (:class:`UpstreamClient`: chunk ids,
 ``require_ack``, resends a chunk until it is acked, as Fluent Bit's ``out_forward``
 does); the verdicts go to a :class:`FlagReceiver`. ``LOGSIEVE_FAILPOINT`` makes the
-server SIGKILL itself at one step (:mod:`logsieve.agent_plugin.failpoints`); the test
+server SIGKILL itself at one step (:mod:`logsieve.agent_plugin.failpoints`), or the test
+sends the SIGKILL itself at a given time into the stream; the test
 restarts it on the same port and log directory and lets the client finish.
 
 The check, per crash point: every record the client got acked is in exactly one
@@ -67,7 +68,7 @@ async def start_server(
 ) -> asyncio.subprocess.Process:
     logsieve = Path(sys.executable).with_name("logsieve")
     env = {k: v for k, v in os.environ.items() if k != "LOGSIEVE_FAILPOINT"}
-    if failpoint:
+    if failpoint and not failpoint.startswith("after "):
         env["LOGSIEVE_FAILPOINT"] = failpoint
     proc = await asyncio.create_subprocess_exec(
         str(logsieve), "serve", "--bundle", str(bundle.path), "--config", str(config),
@@ -101,6 +102,8 @@ async def run(bundle: Bundle, tmp: Path, failpoint: str | None) -> tuple[FlagRec
     )  # fmt: skip
     proc = await start_server(bundle, config, port, rx.port, failpoint)
     starts = 1
+    if failpoint and failpoint.startswith("after "):  # from outside, at no chosen step
+        asyncio.get_running_loop().call_later(float(failpoint.split()[1]), proc.kill)
     await client.start()
     try:
         for _key, events in blocks():
@@ -157,6 +160,8 @@ def reference(tiny_bundle: Bundle, tmp_path_factory: pytest.TempPathFactory) -> 
         "forward.acked@6",  # after the ack
         "pipeline.scoring@2",  # mid-batch: scored, no verdict sent
         "upstream.sent@3",  # during flag delivery: sent, ack not read
+        "after 0.6",  # SIGKILL from outside, wherever the server is then
+        "after 1.3",
     ],
 )
 async def test_sigkill_then_restart_gives_every_acked_record_exactly_one_verdict(
