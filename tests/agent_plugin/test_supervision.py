@@ -14,6 +14,7 @@ and through the flag sender (an ordinary error on one record or one window).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 import threading
@@ -115,6 +116,14 @@ async def health(port: int) -> tuple[int, str]:
     return int(head.split()[1]), body
 
 
+async def health_until_unhealthy(port: int, timeout: float = 5.0) -> tuple[int, str]:
+    """``GET /health`` until it is not 200 (or ``timeout`` passed): the last answer."""
+    deadline = time.monotonic() + timeout
+    while (answer := await health(port))[0] == 200 and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    return answer
+
+
 # -- bad input is dropped, counted, and ends no task ----------------------------------
 
 
@@ -214,8 +223,7 @@ async def test_a_dead_batcher_turns_health_503_refuses_acks_and_shutdown_does_no
         assert await until(lambda: engine.calls == 1 and svc.pipeline.queue_depth == 2)
         before = await health(svc.metrics_port)
         gate.set()  # the engine raises: the batcher dies
-        assert await until(lambda: svc.health() is not None)
-        after = await health(svc.metrics_port)
+        after = await health_until_unhealthy(svc.metrics_port)
         # A new acked frame is refused, not left waiting on a queue nobody reads.
         reply = await send_acked(svc.port, "late", [{"log": "Receiving block blk_9"}])
         started = time.monotonic()
@@ -223,7 +231,8 @@ async def test_a_dead_batcher_turns_health_503_refuses_acks_and_shutdown_does_no
         took = time.monotonic() - started
     finally:
         gate.set()
-        await svc.stop()
+        with contextlib.suppress(TimeoutError):  # a hung stop already failed the test
+            await asyncio.wait_for(svc.stop(), 10.0)
         await rx.stop()
     assert before == (200, "ok\n")
     status, body = after
@@ -271,8 +280,7 @@ async def test_a_cancelled_upstream_sender_turns_health_503(
             assert (await health(svc.metrics_port))[0] == 200
             assert svc.upstream.task is not None
             svc.upstream.task.cancel()  # nobody asked it to stop
-            assert await until(lambda: svc.health() is not None)
-            status, body = await health(svc.metrics_port)
+            status, body = await health_until_unhealthy(svc.metrics_port)
     finally:
         await rx.stop()
     assert (status, body) == (503, "unhealthy: upstream sender was cancelled\n")
