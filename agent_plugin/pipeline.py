@@ -51,6 +51,7 @@ from typing import Any, Protocol
 
 from logsieve.bundle import Bundle
 from logsieve.engine.windows import WindowEngine
+from logsieve.engine.worker import EngineLostError
 from logsieve.errors import LogsieveError
 from logsieve.incidents import Incident, IncidentMerger
 from logsieve.logs.lineformat import LineParser
@@ -566,6 +567,11 @@ class StreamingPipeline:
             # engine) is counted as failed, not allowed to kill the batcher.
             seen = seen_in_training(ids, model.bundle)
             scored = scored_windows(windows, scores, model.vocab, model.threshold, judged, seen)
+        except EngineLostError:
+            # No engine any more, none coming back: end the batcher, so the service
+            # turns unhealthy and exits (supervision) instead of failing every window.
+            m.windows_failed.inc(len(windows))
+            raise
         except Exception:
             # A failing engine must not take the server down; the windows are counted.
             m.windows_failed.inc(len(windows))

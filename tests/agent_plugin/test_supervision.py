@@ -16,9 +16,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import shutil
 import signal
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -30,9 +33,10 @@ from logsieve.agent_plugin.pipeline import StreamingPipeline
 from logsieve.agent_plugin.pipeline_config import PipelineConfig
 from logsieve.agent_plugin.receiver import FlagReceiver
 from logsieve.agent_plugin.supervision import RateLimitedLog, Supervisor
-from logsieve.bundle import Bundle
+from logsieve.bundle import Bundle, open_bundle
 from logsieve.engine import Engine
 from logsieve.engine.windows import LocalWindowEngine
+from logsieve.engine.worker import EngineWorker
 from logsieve.logs.templates import TemplateMatcher
 
 from .served import received, replay, settings
@@ -284,6 +288,32 @@ async def test_a_cancelled_upstream_sender_turns_health_503(
     finally:
         await rx.stop()
     assert (status, body) == (503, "unhealthy: upstream sender was cancelled\n")
+
+
+@pytest.mark.asyncio
+async def test_an_engine_process_that_cannot_be_started_again_turns_health_503(
+    tiny_bundle: Bundle, tmp_path: Path
+) -> None:
+    home = tmp_path / "bundle"
+    shutil.copytree(tiny_bundle.path, home)
+    rx = FlagReceiver()
+    await rx.start()
+    cfg = settings(rx.port, idle_close=0.2, advance_interval=0.05)  # the engine in a child
+    svc = Service(cfg, open_bundle(home))
+    await svc.start()
+    try:
+        assert isinstance(svc.engine, EngineWorker)
+        home.rename(tmp_path / "moved")  # its restart cannot load the bundle any more
+        child = svc.engine._proc
+        assert child is not None and child.pid is not None
+        os.kill(child.pid, signal.SIGKILL)
+        await asyncio.to_thread(replay, svc.port, block_lines(1))
+        status, body = await health_until_unhealthy(svc.metrics_port, 30.0)
+    finally:
+        await asyncio.wait_for(svc.stop(), 20.0)
+        await rx.stop()
+    assert status == 503
+    assert body.startswith("unhealthy: batcher died: EngineLostError: engine process died"), body
 
 
 # -- the parts on their own ------------------------------------------------------------
