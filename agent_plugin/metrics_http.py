@@ -121,5 +121,6 @@ class MetricsServer:
         why = self._health() if self._health is not None else None
         if why is None:
             return "200 OK", b"ok\n", "text/plain"
-        body = f"unhealthy: {why}\n".encode("utf-8", "replace")
+        one_line = " ".join(why.split())  # an error's text may span lines
+        body = f"unhealthy: {one_line}\n".encode("utf-8", "replace")
         return "503 Service Unavailable", body, "text/plain; charset=utf-8"

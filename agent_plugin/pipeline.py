@@ -34,6 +34,14 @@ emitted once no window can join it. Everything in the windower runs on the event
 only the engine call leaves it (to the engine process, or to a single worker thread),
 and the batcher awaits each batch before the next, so engine calls never overlap.
 
+Event times are checked against the wall clock first (:mod:`.timecheck`): one beyond
+it by more than ``max_future_skew`` (or before 1970, or not finite) is windowed at the
+current event time and counted, so no single record can close every open window.
+A record, window or flag whose handling raises is dropped and counted
+(``logsieve_pipeline_dropped_total``), never allowed to end the batcher or the clock;
+if one of them ends anyway (:attr:`StreamingPipeline.tasks`, watched by
+:mod:`.supervision`), ``put`` refuses batches and nothing waits on its queue.
+
 A reload (SIGHUP, :meth:`StreamingPipeline.swap_model`) changes the model between two
 records: each queued window is scored by the model current when it closed (its ids
 come from that model's templates), open windows are re-matched with the new model's
