@@ -178,6 +178,7 @@ class StreamingPipeline:
         self._state = "new"
         self._batcher: asyncio.Task[None] | None = None
         self._ticker: asyncio.Task[None] | None = None
+        self._stop_clock: asyncio.Event | None = None  # close() sets it: the clock ends
         self.novelty = NoveltyOutlet(config, self.lines.novelty, upstream, self.metrics, clock)
         self.novelty.load()
         self.metrics.bind(
@@ -256,6 +257,7 @@ class StreamingPipeline:
         self._state = "running"
         self._batcher = asyncio.create_task(self._run_batcher(), name="logsieve-batcher")
         if self.config.advance_interval > 0:
+            self._stop_clock = asyncio.Event()
             self._ticker = asyncio.create_task(self._run_clock(), name="logsieve-clock")
 
     async def close(self) -> None:
@@ -267,8 +269,10 @@ class StreamingPipeline:
         if self._state in ("closing", "closed"):
             return
         was_running, self._state = self._state == "running", "closing"
-        if self._ticker is not None:
-            self._ticker.cancel()
+        if self._ticker is not None and self._stop_clock is not None:
+            # Not cancelled: a tick waiting for room in the queue holds windows it took
+            # from the windower; it finishes (the batcher drains) or fails (no batcher).
+            self._stop_clock.set()
             await asyncio.wait({self._ticker})  # an error it died of is the supervisor's
         if was_running and self._batcher is not None:
             try:
@@ -461,8 +465,12 @@ class StreamingPipeline:
         return min(since, self._wall() + self.config.max_future_skew)
 
     async def _run_clock(self) -> None:
+        assert self._stop_clock is not None  # made by start()
         while True:
-            await asyncio.sleep(self.config.advance_interval)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop_clock.wait(), self.config.advance_interval)
+            if self._stop_clock.is_set():
+                return
             try:
                 await self._tick()
             except PipelineFailedError:

@@ -40,7 +40,7 @@ from logsieve.engine.worker import EngineWorker
 from logsieve.logs.templates import TemplateMatcher
 
 from .served import received, replay, settings
-from .test_pipeline import batch, http_get, serving
+from .test_pipeline import FakeClock, GatedEngine, ListSender, batch, http_get, serving
 from .wire import et, packb
 
 T0 = 1_226_262_918.0  # HDFS_2k's own time: replays of old logs are served as they are
@@ -203,6 +203,36 @@ async def test_a_window_whose_flag_cannot_be_sent_is_dropped_and_the_batcher_liv
     assert dropped == 1
     assert [r["key"] for r in out.sent] == ["blk_2"]  # the next window still went out
     assert pipe.tasks["batcher"].exception() is None
+
+
+@pytest.mark.asyncio
+async def test_windows_the_clock_closed_into_a_full_queue_are_still_scored_at_shutdown(
+    tiny_bundle: Bundle, tiny_engine: Engine
+) -> None:
+    engine = GatedEngine(tiny_engine)
+    clock = FakeClock()
+    out = ListSender()
+    cfg = PipelineConfig(
+        every_verdict=True, batch_size=1, queue_size=1, advance_interval=0.02, idle_close=5.0
+    )
+    window_engine = LocalWindowEngine.for_bundle(engine, tiny_bundle)
+    pipe = StreamingPipeline(cfg, tiny_bundle, window_engine, out, clock=clock)  # type: ignore[arg-type]
+    await pipe.start()
+    try:
+        await pipe.put(batch([(t, r["log"]) for t, r in block_lines(6)]))
+        clock.now += 10.0  # every block quiet for longer than idle_close: the tick closes 6
+        assert await until(lambda: pipe.queue_depth == 1)  # 1 in the engine, 1 queued, 4 held
+        closing = asyncio.create_task(pipe.close())
+        await asyncio.sleep(0.2)
+        engine.gate.set()
+        await asyncio.wait_for(closing, 10.0)
+    finally:
+        engine.gate.set()
+        window_engine.close()
+    assert sorted(r["key"] for t, r in out.sent if t == cfg.flag_tag) == [
+        f"blk_{b}" for b in range(6)
+    ]  # none of the four the tick held was dropped with it
+    assert sample_value(pipe.metrics.windows_failed) == 0
 
 
 # -- a task that dies anyway: /health 503, exit non-zero, no hang -----------------------
