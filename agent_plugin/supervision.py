@@ -29,6 +29,8 @@ import logging
 import time
 from collections.abc import Callable
 
+from logsieve.errors import LogsieveError
+
 __all__ = ["RateLimitedLog", "Supervisor"]
 
 log = logging.getLogger(__name__)
@@ -54,7 +56,9 @@ class Supervisor:
     def fail(self, what: str, reason: str, exc: BaseException | None = None) -> None:
         """Record a failure (the first one is kept and reported) and wake :meth:`failed`."""
         message = f"{what} {reason}"
-        log.error("%s; the service is unhealthy and exits", message, exc_info=exc)
+        # Our own errors say what happened; anything else is a bug: keep its traceback.
+        trace = None if isinstance(exc, LogsieveError) else exc
+        log.error("%s; the service is unhealthy and exits", message, exc_info=trace)
         if self.failure is None:
             self.failure = message
             self._event().set()

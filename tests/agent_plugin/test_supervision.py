@@ -19,6 +19,9 @@ import logging
 import os
 import shutil
 import signal
+import socket
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -103,6 +106,12 @@ def block_lines(n: int) -> list[tuple[float, dict[str, Any]]]:
             text = f"Receiving block blk_{b} src: /10.0.0.1:{i} dest: /10.0.0.2:50010"
             out.append((T0 + b + i / 10, {"log": text}))
     return out
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 async def until(check: Any, timeout: float = 5.0) -> bool:
@@ -344,6 +353,55 @@ async def test_an_engine_process_that_cannot_be_started_again_turns_health_503(
         await rx.stop()
     assert status == 503
     assert body.startswith("unhealthy: batcher died: EngineLostError: engine process died"), body
+
+
+def engine_child(pid: int) -> int:
+    """The pid of the engine process ``logsieve serve`` (``pid``) started (Linux /proc)."""
+    for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
+        cmdline = Path(f"/proc/{child}/cmdline").read_bytes()
+        if b"multiprocessing" in cmdline and b"resource_tracker" not in cmdline:
+            return int(child)
+    raise AssertionError(f"no engine process among the children of {pid}")
+
+
+@pytest.mark.asyncio
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="needs Linux /proc")
+async def test_logsieve_serve_exits_70_when_its_engine_process_is_lost(
+    tiny_bundle: Bundle, tmp_path: Path
+) -> None:
+    home = tmp_path / "bundle"
+    shutil.copytree(tiny_bundle.path, home)
+    rx = FlagReceiver()
+    await rx.start()
+    port = free_port()
+    logsieve = Path(sys.executable).with_name("logsieve")
+    env = {
+        **os.environ,
+        "LOGSIEVE_PIPELINE_IDLE_CLOSE": "0.2",
+        "LOGSIEVE_PIPELINE_ADVANCE_INTERVAL": "0.05",
+        "LOGSIEVE_SERVER_UDP_HEARTBEAT": "false",
+    }
+    proc = await asyncio.create_subprocess_exec(
+        str(logsieve), "serve", "--bundle", str(home), "--listen", f"127.0.0.1:{port}",
+        "--upstream", f"127.0.0.1:{rx.port}", "--metrics", "127.0.0.1:0",
+        stderr=subprocess.PIPE, env=env,
+    )  # fmt: skip
+    assert proc.stderr is not None
+    try:
+        banner = await asyncio.wait_for(proc.stderr.readline(), 30.0)
+        assert b"logsieve serving" in banner, banner
+        home.rename(tmp_path / "moved")  # the engine cannot be started again
+        os.kill(engine_child(proc.pid), signal.SIGKILL)
+        await asyncio.to_thread(replay, port, block_lines(1))
+        rest = await asyncio.wait_for(proc.stderr.read(), 30.0)  # no signal sent
+        code = await proc.wait()
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+        await rx.stop()
+    assert code == EXIT_TASK_FAILED, rest.decode()
+    assert b"batcher died: EngineLostError: engine process died" in rest
 
 
 # -- the parts on their own ------------------------------------------------------------
