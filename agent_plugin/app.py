@@ -24,6 +24,13 @@ Shutdown order (STYLE.md §4), each step bounded:
 returns 0 (1 if flags could not all be delivered or spooled). A second signal during
 shutdown abandons it (unacked flags are still spooled, a local write) and returns
 130. Signal handlers are restored on return.
+
+Supervision (:mod:`.supervision`): the batcher, the clock and the upstream sender run
+until shutdown. If one ends early anyway, ``/health`` answers 503 naming it, and
+:func:`run_service` shuts down in the same order (nothing waits on the dead task) and
+returns :data:`EXIT_TASK_FAILED`, so an orchestrator restarts the process. Start-up
+faults (a busy port, an address not on this host, a name that does not resolve) are
+:class:`~logsieve.errors.ConfigError` naming the setting (:mod:`.startup`).
 """
 
 from __future__ import annotations
@@ -33,7 +40,7 @@ import gc
 import logging
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -50,10 +57,12 @@ from .pipeline_metrics import PipelineMetrics
 from .serve_config import ServeSettings
 from .served_model import load_model
 from .server import ForwardServer
+from .startup import bind_error
+from .supervision import Supervisor
 from .upstream import UpstreamClient
 from .wal import Recovered, WriteAheadLog
 
-__all__ = ["EXIT_FAST", "Service", "run_service"]
+__all__ = ["EXIT_FAST", "EXIT_TASK_FAILED", "Service", "run_service"]
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +73,7 @@ log = logging.getLogger(__name__)
 # server CPU per record saved and the peak RSS it costs (bench/RESULTS.md).
 GC_THRESHOLD = (50_000, 20, 100)
 EXIT_FAST = 130  # second signal: shutdown abandoned (like a shell's 128 + SIGINT)
+EXIT_TASK_FAILED = 70  # a long-lived task died: sysexits' EX_SOFTWARE, restart me
 _SIGNALS = (signal.SIGTERM, signal.SIGINT)
 _RELOAD = signal.SIGHUP
 
@@ -95,6 +105,7 @@ class Service:
     def _wire(self, settings: ServeSettings, clock: Callable[[], float]) -> None:
         bundle = self.bundle
         self.metrics = Metrics()
+        self.supervisor = Supervisor()
         self.pipeline_metrics = PipelineMetrics(self.metrics.registry)
         self.upstream = UpstreamClient(settings.upstream)
         self.pipeline_metrics.bind_upstream(self.upstream)
@@ -114,7 +125,7 @@ class Service:
             self.metrics.registry,
             settings.server.metrics_host,
             settings.server.metrics_port,
-            health=lambda: self.server.is_serving,
+            health=self.health,
         )
         self._started: list[str] = []
 
@@ -196,17 +207,30 @@ class Service:
         if self._gc_before is None:
             self._gc_before = gc.get_threshold()
             gc.set_threshold(*GC_THRESHOLD)
+        server = self.settings.server
         try:
             recovered = await self._open_wal()
             await self.upstream.start()
             self._started.append("upstream")
+            if self.upstream.task is not None:
+                self.supervisor.watch(self.upstream.task, "upstream sender")
             await self.pipeline.start()
             self._started.append("pipeline")
+            for name, task in self.pipeline.tasks.items():
+                self.supervisor.watch(task, name)
             if recovered is not None and recovered.records:
                 await self.pipeline.replay(recovered.records, ReplayPlan.of(recovered))
-            await self.http.start()
+            try:
+                await self.http.start()
+            except OSError as exc:
+                raise bind_error(
+                    exc, "server.metrics_", server.metrics_host, server.metrics_port
+                ) from None
             self._started.append("http")
-            await self.server.start()
+            try:
+                await self.server.start()
+            except OSError as exc:
+                raise bind_error(exc, "server.", server.host, server.port) from None
             self._started.append("server")
         except BaseException:
             await self.stop()
@@ -231,6 +255,8 @@ class Service:
         recovered = await asyncio.to_thread(wal.recover)
         await wal.start()
         self._started.append("wal")
+        if wal.task is not None:
+            self.supervisor.watch(wal.task, "write-ahead log writer")
         self.ledger = Ledger(wal, self.upstream, recovered.next_serial)
         for chunk in recovered.chunks:
             self.ledger.remember(chunk)
@@ -269,6 +295,7 @@ class Service:
         or spooled; safe to call twice."""
         started, self._started = self._started, []
         self._stopping = True
+        self.supervisor.stopping()
         cfg = self.settings.pipeline
         if "server" in started:
             await self.server.stop(drain_timeout=cfg.drain_timeout)
@@ -299,6 +326,16 @@ class Service:
             await self.http.stop()
         return delivered
 
+    def health(self) -> str | None:
+        """None while healthy, else why not: what ``/health`` answers (200 or 503)."""
+        if self.supervisor.failure is not None:
+            return self.supervisor.failure
+        if not self.server.is_serving:
+            return "not serving (starting or shutting down)"
+        if self.wal is not None and self.wal.error is not None:
+            return f"write-ahead log: frames wait unacknowledged: {self.wal.error}"
+        return None
+
     async def abort(self) -> None:
         """Fast exit after an abandoned :meth:`stop`: no more waiting on the network.
 
@@ -306,6 +343,7 @@ class Service:
         lost and counted. Every step is a no-op for a part already stopped.
         """
         self._stopping = True
+        self.supervisor.stopping()
         await self.server.stop(drain_timeout=0.1)
         await self.upstream.stop(timeout=0)
         if self.wal is not None:
@@ -364,7 +402,7 @@ async def run_service(
         await service.start()
         if ready is not None:
             ready(service)
-        await stop_requested.wait()
+        await _first(stop_requested.wait(), service.supervisor.failed())
         shutdown = asyncio.create_task(service.stop(), name="logsieve-shutdown")
         try:
             delivered = await shutdown
@@ -373,6 +411,9 @@ async def run_service(
                 raise  # cancelled from outside, not by a second signal
             await service.abort()
             return EXIT_FAST
+        if service.supervisor.failure is not None:
+            log.error("exit %d: %s", EXIT_TASK_FAILED, service.supervisor.failure)
+            return EXIT_TASK_FAILED
         return 0 if delivered else 1
     finally:
         for s in (*_SIGNALS, _RELOAD):
@@ -380,3 +421,14 @@ async def run_service(
             signal.signal(s, previous[s])
         if reloads:  # each refuses to swap once stopping; let them release their engines
             await asyncio.gather(*reloads, return_exceptions=True)
+
+
+async def _first(*waits: Coroutine[Any, Any, object]) -> None:
+    """Wait until one of ``waits`` finishes; cancel the others."""
+    tasks = [asyncio.ensure_future(w) for w in waits]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)

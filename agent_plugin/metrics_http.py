@@ -4,7 +4,7 @@ The exposition is prometheus_client's (:func:`~prometheus_client.generate_latest
 the HTTP layer is ours: two routes over plain HTTP/1.1, one request per connection, on
 the service's event loop. Usage::
 
-    server = MetricsServer(metrics.registry, "127.0.0.1", 2021, health=lambda: ok)
+    server = MetricsServer(metrics.registry, "127.0.0.1", 2021, health=lambda: None)
     await server.start(); ...; await server.stop()
 
 Why not prometheus_client's own servers (``start_http_server``, its WSGI app in a
@@ -39,8 +39,9 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 class MetricsServer:
     """``GET /metrics`` and ``GET /health`` over plain HTTP/1.1, one request per connection.
 
-    ``health`` returns True when the service is healthy (200) or False (503);
-    without one, /health always answers 200. ``port`` holds the bound port
+    ``health`` returns None when the service is healthy (200 ``ok``), else why it is
+    not (503 ``unhealthy: <why>``); without one, /health always answers 200. ``port``
+    holds the bound port
     after :meth:`start` (pass 0 to let the OS choose).
     """
 
@@ -52,7 +53,7 @@ class MetricsServer:
         registry: CollectorRegistry,
         host: str = "127.0.0.1",
         port: int = 2021,
-        health: Callable[[], bool] | None = None,
+        health: Callable[[], str | None] | None = None,
     ) -> None:
         self.registry = registry
         self.host = host
@@ -117,7 +118,9 @@ class MetricsServer:
             return "405 Method Not Allowed", b"only GET\n", "text/plain"
         if target == "/metrics":
             return "200 OK", generate_latest(self.registry), CONTENT_TYPE
-        healthy = self._health() if self._health is not None else True
-        if healthy:
+        why = self._health() if self._health is not None else None
+        if why is None:
             return "200 OK", b"ok\n", "text/plain"
-        return "503 Service Unavailable", b"unhealthy\n", "text/plain"
+        one_line = " ".join(why.split())  # an error's text may span lines
+        body = f"unhealthy: {one_line}\n".encode("utf-8", "replace")
+        return "503 Service Unavailable", body, "text/plain; charset=utf-8"

@@ -34,6 +34,14 @@ emitted once no window can join it. Everything in the windower runs on the event
 only the engine call leaves it (to the engine process, or to a single worker thread),
 and the batcher awaits each batch before the next, so engine calls never overlap.
 
+Event times are checked against the wall clock first (:mod:`.timecheck`): one beyond
+it by more than ``max_future_skew`` (or before 1970, or not finite) is windowed at the
+current event time and counted, so no single record can close every open window.
+A record, window or flag whose handling raises is dropped and counted
+(``logsieve_pipeline_dropped_total``), never allowed to end the batcher or the clock;
+if one of them ends anyway (:attr:`StreamingPipeline.tasks`, watched by
+:mod:`.supervision`), ``put`` refuses batches and nothing waits on its queue.
+
 A reload (SIGHUP, :meth:`StreamingPipeline.swap_model`) changes the model between two
 records: each queued window is scored by the model current when it closed (its ids
 come from that model's templates), open windows are re-matched with the new model's
@@ -51,6 +59,7 @@ from typing import Any, Protocol, get_args
 
 from logsieve.bundle import Bundle
 from logsieve.engine.windows import WindowEngine
+from logsieve.engine.worker import EngineLostError
 from logsieve.errors import LogsieveError
 from logsieve.incidents import Incident, IncidentMerger
 from logsieve.logs.lineformat import LineParser
@@ -58,7 +67,13 @@ from logsieve.logs.pipeline import Event, LinePipeline
 from logsieve.logs.records import LogRecord
 from logsieve.logs.vocab import Vocab
 from logsieve.logs.windows import CloseReason, SessionWindower, Window
-from logsieve.verdict import Verdict, model_inputs, scored_windows, seen_in_training
+from logsieve.verdict import (
+    ScoredWindow,
+    Verdict,
+    model_inputs,
+    scored_windows,
+    seen_in_training,
+)
 
 from . import failpoints
 from .flags import FlagBuilder, enrich
@@ -70,9 +85,11 @@ from .novelty_outlet import NoveltyOutlet
 from .pipeline_config import PipelineConfig
 from .pipeline_metrics import PipelineMetrics
 from .served_model import ServedModel, served_model
+from .supervision import RateLimitedLog
+from .timecheck import untrusted_time
 from .wal import WalRecord
 
-__all__ = ["FlagSender", "PipelineClosedError", "StreamingPipeline"]
+__all__ = ["FlagSender", "PipelineClosedError", "PipelineFailedError", "StreamingPipeline"]
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +117,11 @@ class PipelineClosedError(LogsieveError, RuntimeError):
     """``put`` after :meth:`StreamingPipeline.close` began (the batch is refused, not acked)."""
 
 
+class PipelineFailedError(PipelineClosedError):
+    """The batcher task has ended: closed windows can no longer be scored, so a batch
+    is refused (not acked) rather than waiting for ever on a queue nobody reads."""
+
+
 class StreamingPipeline:
     """Records in, flags out; see the module docstring.
 
@@ -122,7 +144,10 @@ class StreamingPipeline:
         *,
         clock: Callable[[], float] = time.monotonic,
         ledger: Ledger | None = None,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
+        """``clock``: monotonic seconds (idle closing, the watermark's progress);
+        ``wall_clock``: Unix seconds, the bound on trusted event times (:mod:`.timecheck`)."""
         self.config = config
         self.ledger = ledger  # the write-ahead log's bookkeeping; None: acks mean memory
         self.upstream = upstream
@@ -148,6 +173,8 @@ class StreamingPipeline:
         self.metrics = metrics if metrics is not None else PipelineMetrics()
         self.metrics.set_model(model.model_id, bundle.detector, str(bundle.path))
         self._clock = clock
+        self._wall = wall_clock
+        self._drop_log = RateLimitedLog(log)
         self._queue: asyncio.Queue[Window[Event] | object] = asyncio.Queue(config.queue_size)
         self._held: dict[int, tuple[Event, ForwardRecord]] = {}  # pass-through, by id(event)
         self._max_time: float | None = None
@@ -156,6 +183,7 @@ class StreamingPipeline:
         self._state = "new"
         self._batcher: asyncio.Task[None] | None = None
         self._ticker: asyncio.Task[None] | None = None
+        self._stop_clock: asyncio.Event | None = None  # close() sets it: the clock ends
         self.novelty = NoveltyOutlet(config, self.lines.novelty, upstream, self.metrics, clock)
         self.novelty.load()
         self.metrics.bind(
@@ -220,6 +248,13 @@ class StreamingPipeline:
 
     # -- lifecycle -----------------------------------------------------------
 
+    @property
+    def tasks(self) -> dict[str, asyncio.Task[None]]:
+        """The long-lived tasks :meth:`start` made, by name, for a supervisor to watch:
+        each runs until :meth:`close` and ends early only by a fault."""
+        named = {"batcher": self._batcher, "clock": self._ticker}
+        return {name: task for name, task in named.items() if task is not None}
+
     async def start(self) -> None:
         """Start the batcher and the clock."""
         if self._state != "new":
@@ -227,6 +262,7 @@ class StreamingPipeline:
         self._state = "running"
         self._batcher = asyncio.create_task(self._run_batcher(), name="logsieve-batcher")
         if self.config.advance_interval > 0:
+            self._stop_clock = asyncio.Event()
             self._ticker = asyncio.create_task(self._run_clock(), name="logsieve-clock")
 
     async def close(self) -> None:
@@ -238,15 +274,19 @@ class StreamingPipeline:
         if self._state in ("closing", "closed"):
             return
         was_running, self._state = self._state == "running", "closing"
-        if self._ticker is not None:
-            self._ticker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._ticker
+        if self._ticker is not None and self._stop_clock is not None:
+            # Not cancelled: a tick waiting for room in the queue holds windows it took
+            # from the windower; it finishes (the batcher drains) or fails (no batcher).
+            self._stop_clock.set()
+            await asyncio.wait({self._ticker})  # an error it died of is the supervisor's
         if was_running and self._batcher is not None:
-            for window in self.lines.flush():
-                await self._enqueue(window)
-            await self._queue.put(_STOP)
-            await self._batcher
+            try:
+                await self._enqueue_all(self.lines.flush())
+                await self._put(_STOP)
+            except PipelineFailedError:
+                pass  # the batcher is gone (and was reported): don't wait on its queue
+            await asyncio.wait({self._batcher})  # its end, error or not, is the supervisor's
+            self._lost(self._drain_queue())
         # Anything still held joined no window that closed (cannot happen after flush,
         # but never drop a record silently).
         for _event, rec in list(self._held.values()):
@@ -267,12 +307,17 @@ class StreamingPipeline:
         """Window the batch's records; waits while the inference queue is full."""
         if self._state != "running":
             raise PipelineClosedError(f"pipeline is {self._state}; batch refused")
+        if self._batcher is not None and self._batcher.done():
+            raise PipelineFailedError("the batcher has stopped; batch refused")
         m = self.metrics
-        no_text = unknown = parsed = 0
+        no_text = unknown = parsed = dropped = 0
         # Hoisted: this loop runs once per record and is most of the server's Python.
         text_of, feed, pass_through = self._text, self.lines.feed_event, self.config.pass_through
         host_of = self._host if self._needs_host else None
         parse_raw = self.raw_parser.parse_raw if self.raw_parser is not None else None
+        # Event times past this are not trusted (timecheck); read once per frame. Never
+        # past 2106 either: a window's flag must re-encode its times as EventTime.
+        trusted_until = min(self._wall() + self.config.max_future_skew, MAX_EVENT_SECONDS - 1)
         # Written (and under fsync "always" synced) before windowing: the ack follows.
         first = None
         if self.ledger is not None:
@@ -281,20 +326,28 @@ class StreamingPipeline:
                 return  # a resend of a frame whose ack was lost: its records are in
             first = await self.ledger.append(batch)
         for i, rec in enumerate(batch.records):
-            text = text_of(rec.record)
-            if text is None:
-                no_text += 1
-                if pass_through:
-                    await self._pass(rec, None)
+            try:
+                text = text_of(rec.record)
+                if text is None:
+                    no_text += 1
+                    if pass_through:
+                        await self._pass(rec, None)
+                    continue
+                host = host_of(rec.record) if host_of is not None else None
+                if parse_raw is not None and (line := parse_raw(text)) is not None:
+                    parsed += 1
+                    record = _own_line(line, rec.time, host)
+                else:
+                    record = LogRecord(rec.time, host, text)
+                when = record.time
+                if when is not None and not 0 < when <= trusted_until:
+                    record = self._retime(record, trusted_until)
+                seq = first + i if first is not None else -1
+                event, keys, closed = feed(record, rec.record, seq=seq)
+            except Exception as exc:  # one bad record never ends the connection's batch
+                dropped += 1
+                self._drop("record", exc, f"tag {batch.tag!r}")
                 continue
-            host = host_of(rec.record) if host_of is not None else None
-            if parse_raw is not None and (line := parse_raw(text)) is not None:
-                parsed += 1
-                record = _own_line(line, rec.time, host)
-            else:
-                record = LogRecord(rec.time, host, text)
-            seq = first + i if first is not None else -1
-            event, keys, closed = feed(record, rec.record, seq=seq)
             if closed:
                 self._unqueued += 1
             if event.unknown:
@@ -309,21 +362,46 @@ class StreamingPipeline:
                     await self._pass(rec, None)
             if closed:
                 try:
-                    for window in closed:
-                        await self._enqueue(window)
+                    await self._enqueue_all(closed)
                 finally:
                     self._unqueued -= 1
         # Counted once per frame: a labelled lookup per record cost 6% of a loaded run.
         if unknown:
             m.unknown_lines.inc(unknown)
+        windowed = len(batch.records) - no_text - dropped
         if parse_raw is not None:
-            windowed = len(batch.records) - no_text
             m.raw_lines.labels(outcome="parsed").inc(parsed)
             m.raw_lines.labels(outcome="as_is").inc(windowed - parsed)
             self.raw_counts["parsed"] += parsed
             self.raw_counts["as_is"] += windowed - parsed
         m.records.labels(outcome="no_text").inc(no_text)
-        m.records.labels(outcome="windowed").inc(len(batch.records) - no_text)
+        m.records.labels(outcome="windowed").inc(windowed)
+
+    def _retime(self, record: LogRecord, trusted_until: float) -> LogRecord:
+        """``record`` without its untrusted time: the windower places it at the current
+        event time, as any record without one (see :mod:`.timecheck` for why)."""
+        assert record.time is not None
+        reason = untrusted_time(record.time, trusted_until) or "future"
+        self.metrics.retimed.labels(reason=reason).inc()
+        self._drop_log.warn(
+            f"time:{reason}",
+            "event time %r not trusted (%s; trusted until %.0f): windowed at the current "
+            "event time",
+            record.time,
+            reason,
+            trusted_until,
+        )
+        # No time: the windower's current one. Before it has any, the receive time.
+        now = None if self.lines.windower.watermark is not None else self._wall()
+        return LogRecord(now, record.host, record.text)
+
+    def _drop(self, item: str, exc: Exception, where: str) -> None:
+        """Count and (rate-limited) log one ``item`` whose handling raised ``exc``."""
+        reason = type(exc).__name__
+        self.metrics.dropped.labels(item=item, reason=reason).inc()
+        self._drop_log.warn(
+            f"{item}:{reason}", "dropped a %s (%s): %s: %s", item, where, reason, exc, exc=exc
+        )
 
     async def replay(self, records: list[WalRecord], plan: ReplayPlan) -> None:
         """Window again the records a restart found in the write-ahead log (before the
@@ -341,6 +419,9 @@ class StreamingPipeline:
             line = parse_raw(text) if parse_raw is not None else None
             rec_time = wr.time_ns / 1e9
             record = _own_line(line, rec_time, host) if line else LogRecord(rec_time, host, text)
+            trusted_until = min(self._wall() + self.config.max_future_skew, MAX_EVENT_SECONDS - 1)
+            if record.time is not None and not 0 < record.time <= trusted_until:
+                record = self._retime(record, trusted_until)
             keys = plan.keys_for(wr.lsn, self.lines.keys.keys(record, wr.record))
             if not keys:
                 continue  # every window it was in has its verdict delivered
@@ -404,36 +485,78 @@ class StreamingPipeline:
         model = self._model
         model.pending += 1
         self._model_of[id(window)] = model
-        await self._queue.put(window)
+        await self._put(window)
+
+    async def _enqueue_all(self, windows: list[Window[Event]]) -> None:
+        """:meth:`_enqueue` each window; if the batcher is gone, the rest are counted lost."""
+        for i, window in enumerate(windows):
+            try:
+                await self._enqueue(window)
+            except PipelineFailedError:
+                self._lost(len(windows) - i)
+                raise
+
+    async def _put(self, item: object) -> None:
+        """Queue ``item`` for the batcher, waiting while the queue is full; raises
+        :class:`PipelineFailedError` (the item not queued) once the batcher has ended,
+        instead of waiting for ever on a queue nobody reads."""
+        batcher = self._batcher
+        if batcher is None or batcher.done():
+            raise PipelineFailedError("the batcher has stopped")
+        with contextlib.suppress(asyncio.QueueFull):
+            self._queue.put_nowait(item)
+            return
+        putter = asyncio.ensure_future(self._queue.put(item))
+        try:
+            await asyncio.wait({putter, batcher}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            if not putter.done():
+                putter.cancel()
+                # Settled: cancelled (the queue as it was), or in just before it.
+                await asyncio.wait({putter})
+        if putter.cancelled():
+            raise PipelineFailedError("the batcher stopped while a window waited for room")
 
     # -- the clock -----------------------------------------------------------
 
     def watermark(self) -> float | None:
-        """Largest event time seen plus wall-clock seconds since; None before any record."""
+        """Largest event time seen plus wall-clock seconds since, never past the wall
+        clock plus ``max_future_skew`` (:mod:`.timecheck`); None before any record."""
         if self._max_time is None:
             return None
-        return self._max_time + (self._clock() - self._max_time_seen_at)
+        since = self._max_time + (self._clock() - self._max_time_seen_at)
+        return min(since, self._wall() + self.config.max_future_skew)
 
     async def _run_clock(self) -> None:
-        idle_close = self.config.idle_close
+        assert self._stop_clock is not None  # made by start()
         while True:
-            await asyncio.sleep(self.config.advance_interval)
-            watermark = self.watermark()
-            if watermark is None:
-                continue
-            # Windows a put() closed but has not queued yet could join an incident:
-            # report progress only when every closed window is queued ahead of it.
-            settled = self._unqueued == 0
-            for window in self.lines.advance(watermark):
-                await self._enqueue(window)
-            if idle_close > 0:
-                for window in self.lines.close_idle(idle_close):
-                    await self._enqueue(window)
-            if settled and self.incidents.pending:
-                await self._queue.put(_Progress(watermark))
-            self.novelty.save_due()
-            if self.ledger is not None:
-                self.ledger.settle(self.open_lsns)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop_clock.wait(), self.config.advance_interval)
+            if self._stop_clock.is_set():
+                return
+            try:
+                await self._tick()
+            except PipelineFailedError:
+                raise  # the batcher is gone: nothing to tick for (the supervisor says so)
+            except Exception as exc:  # a bad tick must not stop the clock for good
+                self._drop("tick", exc, "clock")
+
+    async def _tick(self) -> None:
+        watermark = self.watermark()
+        if watermark is None:
+            return
+        # Windows a put() closed but has not queued yet could join an incident:
+        # report progress only when every closed window is queued ahead of it.
+        settled = self._unqueued == 0
+        await self._enqueue_all(self.lines.advance(watermark))
+        idle_close = self.config.idle_close
+        if idle_close > 0:
+            await self._enqueue_all(self.lines.close_idle(idle_close))
+        if settled and self.incidents.pending:
+            await self._put(_Progress(watermark))
+        self.novelty.save_due()
+        if self.ledger is not None:
+            self.ledger.settle(self.open_lsns)
 
     # -- the batcher ---------------------------------------------------------
 
@@ -469,6 +592,22 @@ class StreamingPipeline:
         # Every window is in: the incidents still open are complete.
         await self._send_incidents(self.incidents.flush())
 
+    def _drain_queue(self) -> int:
+        """Empty the queue (after the batcher ended); returns how many windows it held."""
+        windows = 0
+        while not self._queue.empty():
+            item = self._queue.get_nowait()
+            windows += item is not _STOP and not isinstance(item, _Progress)
+        return windows
+
+    def _lost(self, windows: int) -> None:
+        if windows:
+            self.metrics.windows_failed.inc(windows)
+            log.error(
+                "%d closed window(s) lost: the batcher had stopped; their records got no verdict",
+                windows,
+            )
+
     async def _next(self, timeout: float) -> object | None:
         """The next queued item, or None after ``timeout`` s (never loses an item)."""
         with contextlib.suppress(asyncio.QueueEmpty):
@@ -502,16 +641,21 @@ class StreamingPipeline:
     async def _score(self, model: ServedModel, windows: list[Window[Event]]) -> None:
         m = self.metrics
         t0 = time.perf_counter()
-        # Judged now, when the windows closed: the spread of their new templates so far.
-        ids, judged = model_inputs(windows, self.lines.novelty)
-        await self.novelty.send()
         ledger = self.ledger
         try:
+            # Judged now, when the windows closed: the spread of their new templates so far.
+            ids, judged = model_inputs(windows, self.lines.novelty)
+            await self.novelty.send()
             scores = await model.engine.score_ids_async(ids)
             # Inside the try, as before: a reply that does not fit its windows (a broken
             # engine) is counted as failed, not allowed to kill the batcher.
             seen = seen_in_training(ids, model.bundle)
             scored = scored_windows(windows, scores, model.vocab, model.threshold, judged, seen)
+        except EngineLostError:
+            # No engine any more, none coming back: end the batcher, so the service
+            # turns unhealthy and exits (supervision) instead of failing every window.
+            m.windows_failed.inc(len(windows))
+            raise
         except Exception:
             # A failing engine must not take the server down; the windows are counted.
             m.windows_failed.inc(len(windows))
@@ -520,6 +664,9 @@ class StreamingPipeline:
                 for window in windows:
                     ledger.scored(window, None)
             return
+        except BaseException:
+            m.windows_failed.inc(len(windows))  # lost with the batcher, which ends here
+            raise
         failpoints.hit("pipeline.scoring")
         if ledger is not None:
             await ledger.before_send()
@@ -527,38 +674,55 @@ class StreamingPipeline:
         m.batch_windows.observe(len(windows))
         anomalies = 0
         for window, sw in zip(windows, scored, strict=True):
-            anomaly = sw.anomaly
-            anomalies += anomaly
-            # Anomalies leave as incidents (logsieve.incidents), normal windows as
-            # verdicts when every_verdict asks for them.
-            flag_id, done = self.incidents.push(sw, window.items)
-            if done:
-                await self._send_incidents(done)
-            record = None if anomaly else model.builder.build(sw)
-            if record is not None:
-                await self.upstream.send(model.builder.tag, record, time=sw.end)
-                m.sent.labels(kind="verdict").inc()
-            if self.config.pass_through:
-                # The id of the window's incident: only pass-through needs it.
-                verdict = model.builder.verdict(sw, flag_id)
-                for item in window.items:
-                    held = self._held.pop(id(item), None)
-                    if held is not None:
-                        await self._pass(held[1], verdict)
+            anomalies += sw.anomaly
+            waiting = None
+            try:
+                waiting = await self._deliver(model, window, sw)
+            except Exception as exc:  # one window that cannot be sent never stops the batcher
+                self._drop("window", exc, f"key {window.key!r}")
             if ledger is not None:
                 # An anomaly whose incident is still open is done when its flag is.
-                waiting = anomaly and not any(i.flag_id == flag_id for i in done)
-                ledger.scored(window, flag_id if waiting else None)
+                ledger.scored(window, waiting)
         # Counted once per batch, like records per frame in put().
         m.verdicts.labels(verdict="anomaly").inc(anomalies)
         m.verdicts.labels(verdict="normal").inc(len(windows) - anomalies)
 
+    async def _deliver(
+        self, model: ServedModel, window: Window[Event], sw: ScoredWindow
+    ) -> str | None:
+        """Send what one scored window gives: its incident's flag once complete, its
+        verdict (``every_verdict``), its held pass-through records. Returns the id of
+        the window's incident while that is still open (its flag goes out later)."""
+        # Anomalies leave as incidents (logsieve.incidents), normal windows as
+        # verdicts when every_verdict asks for them.
+        flag_id, done = self.incidents.push(sw, window.items)
+        if done:
+            await self._send_incidents(done)
+        record = None if sw.anomaly else model.builder.build(sw)
+        if record is not None:
+            await self.upstream.send(model.builder.tag, record, time=sw.end)
+            self.metrics.sent.labels(kind="verdict").inc()
+        if self.config.pass_through:
+            # The id of the window's incident: only pass-through needs it.
+            verdict = model.builder.verdict(sw, flag_id)
+            for item in window.items:
+                held = self._held.pop(id(item), None)
+                if held is not None:
+                    await self._pass(held[1], verdict)
+        if sw.anomaly and not any(i.flag_id == flag_id for i in done):
+            return flag_id
+        return None
+
     async def _send_incidents(self, incidents: list[Incident]) -> None:
         for incident in incidents:
-            record = self.builder.build_incident(incident)
-            await self.upstream.send(self.builder.tag, record, time=incident.window.end)
-            self.metrics.sent.labels(kind="flag").inc()
-            if self.ledger is not None:
+            try:
+                record = self.builder.build_incident(incident)
+                await self.upstream.send(self.builder.tag, record, time=incident.window.end)
+            except Exception as exc:  # as in _score: one flag, not the batcher
+                self._drop("flag", exc, f"key {incident.window.key!r}")
+            else:
+                self.metrics.sent.labels(kind="flag").inc()
+            if self.ledger is not None:  # sent, or dropped and counted: done either way
                 self.ledger.flagged(incident.flag_id)
 
     async def _pass(self, rec: ForwardRecord, verdict: Verdict | None) -> None:
@@ -595,13 +759,13 @@ def _own_line(line: LogRecord, record_time: float, host: str | None) -> LogRecor
 
     The line's own time and host win over the record's: Forward records always carry a
     time, which for tail without a parser is when the agent read the line; training
-    windowed on the line's time and node. A line stamped past 2106 (or before 1970)
-    keeps the record's time: its window's flag must still re-encode as an EventTime.
+    windowed on the line's time and node. A time the pipeline does not trust (far
+    future, before 1970) is then replaced as any record's is (:mod:`.timecheck`).
     """
-    usable = line.time is not None and 0 < line.time < MAX_EVENT_SECONDS
-    if usable and (line.host is not None or host is None):
+    if line.time is not None and (line.host is not None or host is None):
         return line
-    return LogRecord(line.time if usable else record_time, line.host or host, line.text)
+    own = line.time if line.time is not None else record_time
+    return LogRecord(own, line.host or host, line.text)
 
 
 def _reason(name: str) -> CloseReason:

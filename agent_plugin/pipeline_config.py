@@ -70,6 +70,17 @@ class PipelineConfig:
             the later lines of a closed key open a new window. Sliding windows ignore
             it (their watermark already follows the wall clock); needs
             ``advance_interval`` > 0.
+        max_future_skew: Seconds an event time may be ahead of this host's wall clock
+            and still be trusted. A later time (or one at or before 1970, or not
+            finite) is windowed at the current event time instead, counted by reason
+            in ``logsieve_pipeline_retimed_records_total`` (:mod:`.timecheck`), so a
+            single record stamped years ahead cannot close every open window; the
+            clock tick's watermark is capped at the wall clock plus this too. One
+            record can still move the watermark this far ahead: keep it well under the
+            bundle's window timings (a sliding window's ``size``, a session's
+            ``idle_timeout``). The default, 60 s, is far above what NTP-synced hosts
+            drift and below a one-minute sliding window; a host whose clock or time
+            zone is off by more shows up in the counter (``reason="future"``).
         top_k: Evidence lines per flag.
         flag_tag: Tag of the flag records sent upstream.
         every_verdict: Also send a record for every normal window (``verdict:
@@ -103,6 +114,7 @@ class PipelineConfig:
     queue_size: int = 1024
     advance_interval: float = 1.0
     idle_close: float = 60.0
+    max_future_skew: float = 60.0
     top_k: int = 5
     flag_tag: str = DEFAULT_FLAG_TAG
     every_verdict: bool = False
@@ -142,7 +154,7 @@ class PipelineConfig:
             value = getattr(self, name)
             if not_finite_number(value) or value < 0:
                 raise ConfigError(f"{_SECTION}.{name}", value, "a number >= 0")
-        for name in ("engine_timeout", "drain_timeout", "flush_timeout"):
+        for name in ("engine_timeout", "drain_timeout", "flush_timeout", "max_future_skew"):
             value = getattr(self, name)
             if not_finite_number(value) or value <= 0:
                 raise ConfigError(f"{_SECTION}.{name}", value, "a positive number of seconds")

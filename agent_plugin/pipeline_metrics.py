@@ -75,7 +75,9 @@ class PipelineMetrics:
             registry=reg,
         )
         self.windows_failed = Counter(
-            p + "windows_failed", "Windows not scored because the engine raised.", registry=reg
+            p + "windows_failed",
+            "Windows not scored: the engine raised, or the batcher had stopped.",
+            registry=reg,
         )
         self.queue_depth = Gauge(
             p + "queue_depth", "Closed windows waiting for the engine.", registry=reg
@@ -118,6 +120,22 @@ class PipelineMetrics:
             "Records handed to the upstream writer, by kind (flag, verdict, pattern, "
             "pass_through).",
             ["kind"],
+            registry=reg,
+        )
+        self.retimed = Counter(
+            p + "retimed_records",
+            "Records whose event time could not be trusted, windowed at the current event "
+            "time instead, by reason (future: beyond the wall clock + max_future_skew; "
+            "before_epoch; not_finite).",
+            ["reason"],
+            registry=reg,
+        )
+        self.dropped = Counter(
+            p + "dropped",
+            "Records (item=record), closed windows (item=window), incident flags (item=flag) "
+            "or clock ticks (item=tick) dropped because handling them raised, by the error's "
+            "type (reason); the task handling them lives on.",
+            ["item", "reason"],
             registry=reg,
         )
         # Reloads (SIGHUP): "failed" means the old model kept serving.

@@ -199,6 +199,12 @@ class UpstreamClient:
         return s
 
     @property
+    def task(self) -> asyncio.Task[None] | None:
+        """The sender task (after :meth:`start`): runs until :meth:`stop`, for a
+        supervisor to watch."""
+        return self._task
+
+    @property
     def pending(self) -> bool:
         """True while anything is buffered, in flight or spooled."""
         return self._buffer.pending
@@ -261,6 +267,8 @@ class UpstreamClient:
                 await asyncio.wait_for(self._space.wait(), 1.0)
             if self._state != "running":
                 raise UpstreamClosedError("upstream client stopped while send() waited for space")
+            if self._task is not None and self._task.done():  # nobody will make room
+                raise UpstreamClosedError("upstream sender has ended; memory and spool full")
         if self._buffer.append(tag, entry):
             self._wakeup.set()
         return True

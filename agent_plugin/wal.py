@@ -227,6 +227,11 @@ class WriteAheadLog:
         self._wakeup = asyncio.Event()
         self._task = asyncio.create_task(self._run(), name="logsieve-wal")
 
+    @property
+    def task(self) -> asyncio.Task[None] | None:
+        """The writer task (for supervision); None before :meth:`start`."""
+        return self._task
+
     # -- appending -----------------------------------------------------------
 
     async def append_records(

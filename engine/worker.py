@@ -25,7 +25,10 @@ The pipeline awaits :meth:`EngineWorker.score_ids_async` on its event loop;
 the child dies mid-batch (killed, out of memory), it is restarted and the batch retried
 once; a child that gives no answer within ``batch_timeout`` is killed and handled the
 same way. A second failure raises :class:`EngineWorkerError` and the pipeline counts
-those windows as failed, as it would for an in-process engine error.
+those windows as failed, as it would for an in-process engine error. A child that
+cannot be started again (the bundle is gone, the machine is out of memory) leaves the
+worker without an engine: every later call raises :class:`EngineLostError`, which the
+pipeline does not survive (the service turns unhealthy and exits, to be restarted).
 The child ignores SIGINT/SIGTERM: a Ctrl-C or a process-group SIGTERM must not kill
 the engine while the parent is still flushing open windows through it. It exits when
 the parent closes the pipe or dies (end of file on its side).
@@ -51,13 +54,18 @@ from logsieve.errors import LogsieveError
 from .base import EngineInfo
 from .windows import Scored
 
-__all__ = ["EngineWorker", "EngineWorkerError"]
+__all__ = ["EngineLostError", "EngineWorker", "EngineWorkerError"]
 
 log = logging.getLogger(__name__)
 
 
 class EngineWorkerError(LogsieveError, RuntimeError):
     """The engine process failed to start, died twice on one batch, or was closed."""
+
+
+class EngineLostError(EngineWorkerError):
+    """The engine process died and could not be started again: no batch can be scored
+    until this process is restarted (not raised after :meth:`EngineWorker.close`)."""
 
 
 def _child(conn: Connection, bundle_path: str, backend: str, threads: int, batch: int) -> None:
@@ -133,6 +141,7 @@ class EngineWorker:
         self._lock = threading.Lock()
         self._conn: Connection | None = None
         self._proc: multiprocessing.process.BaseProcess | None = None
+        self._lost: str | None = None  # why the child could not be started again
         self.restarts = 0
         self.info: EngineInfo = self._spawn()
 
@@ -216,6 +225,8 @@ class EngineWorker:
 
     def _connection(self) -> Connection:
         if self._conn is None:
+            if self._lost is not None:
+                raise EngineLostError(f"engine process lost: {self._lost}")
             raise EngineWorkerError("engine process is closed")
         return self._conn
 
@@ -238,7 +249,11 @@ class EngineWorker:
         log.error("engine process died (exit code %s); restarting it", code)
         self._reap()
         self.restarts += 1
-        self.info = self._spawn()
+        try:
+            self.info = self._spawn()
+        except Exception as start:
+            self._lost = f"died (exit code {code}) and failed to start again: {start}"
+            raise EngineLostError(f"engine process {self._lost}") from start
 
     def close(self, timeout: float = 5.0) -> None:
         """Stop the child (idempotent)."""

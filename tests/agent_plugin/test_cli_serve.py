@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -89,3 +91,54 @@ def test_serve_cli_reports_bad_config_clearly(tiny_bundle: Bundle, tmp_path: Pat
         main, ["serve", "--bundle", str(tiny_bundle.path), "--upstream", "fluentd"]
     )
     assert result.exit_code == 1 and "Error: --upstream='fluentd': host:port" in result.output
+
+
+@pytest.fixture
+def busy_port() -> Iterator[int]:
+    """A port another socket of this host listens on."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        yield int(s.getsockname()[1])
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.mark.parametrize(
+    ("listen", "metrics", "error"),
+    [
+        ("127.0.0.1:{busy}", "127.0.0.1:0", "Error: server.port={busy}: a port no other process"),
+        ("127.0.0.1:0", "127.0.0.1:{busy}", "Error: server.metrics_port={busy}: a port no other"),
+        # TEST-NET-1 (RFC 5737): documentation only, never an address of this host.
+        ("192.0.2.1:0", "127.0.0.1:0", "Error: server.host='192.0.2.1': an address of this host"),
+        # .invalid (RFC 6761) never resolves.
+        ("nope.invalid:0", "127.0.0.1:0", "Error: server.host='nope.invalid': a host name that"),
+        ("127.0.0.1:0", "nope.invalid:0", "Error: server.metrics_host='nope.invalid': a host"),
+    ],
+    ids=[
+        "busy-listen-port",
+        "busy-metrics-port",
+        "not-this-host",
+        "no-such-host",
+        "no-metrics-host",
+    ],
+)
+def test_serve_start_up_faults_are_one_line_errors(
+    tiny_bundle: Bundle, busy_port: int, listen: str, metrics: str, error: str
+) -> None:
+    args = [
+        "serve", "--bundle", str(tiny_bundle.path), "--upstream", f"127.0.0.1:{_free_port()}",
+        "--listen", listen.format(busy=busy_port), "--metrics", metrics.format(busy=busy_port),
+    ]  # fmt: skip
+    # The engine in this process: the fault is in binding, not in the engine's start.
+    env = {"LOGSIEVE_PIPELINE_ENGINE_PROCESS": "false", "LOGSIEVE_SERVER_UDP_HEARTBEAT": "false"}
+    result = CliRunner().invoke(main, args, env=env)
+    assert result.exit_code == 1, result.output
+    assert isinstance(result.exception, SystemExit)  # click's clean exit, not an escape
+    assert "Traceback" not in result.output
+    last = result.output.strip().splitlines()[-1]
+    assert last.startswith(error.format(busy=busy_port)), result.output

@@ -94,6 +94,8 @@ FAMILIES = [
     ("logsieve_pipeline_novelty_decisions_total", "counter"),
     ("logsieve_pipeline_novelty_patterns", "gauge"),
     ("logsieve_pipeline_records_sent_upstream_total", "counter"),
+    ("logsieve_pipeline_retimed_records_total", "counter"),
+    ("logsieve_pipeline_dropped_total", "counter"),
     ("logsieve_model_reloads_total", "counter"),
     ("logsieve_model_info", "gauge"),
     ("logsieve_upstream_records_acked", "gauge"),
@@ -214,7 +216,9 @@ async def test_metrics_endpoint_over_a_real_socket() -> None:
     depth.labels(queue="records").set_function(sink.qsize)
     server = ForwardServer(ServerConfig(host="127.0.0.1", port=0), sink, metrics)
     await server.start()
-    endpoint = MetricsServer(metrics.registry, "127.0.0.1", 0, health=lambda: server.is_serving)
+    endpoint = MetricsServer(
+        metrics.registry, "127.0.0.1", 0, health=lambda: None if server.is_serving else "down"
+    )
     await endpoint.start()
     try:
         reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
@@ -249,8 +253,8 @@ async def test_metrics_endpoint_over_a_real_socket() -> None:
         async with http_get(endpoint.port, "/metrics", "POST") as (status, _, _):
             assert status == 405
         await server.stop()
-        async with http_get(endpoint.port, "/health") as (status, _, _):
-            assert status == 503
+        async with http_get(endpoint.port, "/health") as (status, _, body):
+            assert (status, body) == (503, b"unhealthy: down\n")  # says why
     finally:
         await server.stop()
         await endpoint.stop()

@@ -169,7 +169,13 @@ async def test_a_disk_that_refuses_writes_stops_acks_and_health_says_so(
         stderr=subprocess.PIPE, preexec_fn=_limit_file_size,
     )  # fmt: skip
     client = UpstreamClient(
-        UpstreamConfig(host="127.0.0.1", port=port, self_hostname="agent.test", ack_timeout=30.0)
+        UpstreamConfig(
+            host="127.0.0.1",
+            port=port,
+            self_hostname="agent.test",
+            ack_timeout=30.0,
+            max_batch_records=50,
+        )
     )
     try:
         assert proc.stderr is not None
