@@ -16,18 +16,29 @@ Closing: a malformed request or failed handshake closes the connection with
 one warning naming the peer and the reason (never raised further: a bad peer
 loses only its own connection); an idle timeout or the peer leaving closes it
 quietly (debug log). Every close is counted by reason.
+
+Deadlines (one timer per connection, re-armed only when it fires or when an
+earlier deadline appears): ``idle_timeout`` since the last byte,
+``handshake_timeout`` since accept while the shared-key handshake is pending,
+and ``frame_timeout`` since the current request's first byte, so a peer
+dribbling a byte every few seconds cannot hold a slot. Time spent paused (we
+are the ones not reading) counts toward none of them. Connections beyond
+``max_connections``, or beyond ``max_connections_per_peer`` from one remote
+IP, are closed at once.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections import Counter
 from collections.abc import Generator
 from typing import Any
 
 from logsieve.errors import ProtocolError
 
 from .forward import (
+    ConnectionState,
     HandshakeFailed,
     HandshakeSucceeded,
     Heartbeat,
@@ -55,12 +66,14 @@ def classify_protocol_error(exc: ProtocolError) -> str:
     return exc.reason
 
 
-def _peer_name(transport: asyncio.BaseTransport) -> str:
+def _peer_name(transport: asyncio.BaseTransport) -> tuple[str, str]:
+    """(``host:port`` for logs, the remote address the per-peer cap counts)."""
     peer = transport.get_extra_info("peername")
     if isinstance(peer, tuple) and len(peer) >= 2:
         host = f"[{peer[0]}]" if ":" in str(peer[0]) else str(peer[0])
-        return f"{host}:{peer[1]}"
-    return str(peer) if peer else "unknown peer"
+        return f"{host}:{peer[1]}", str(peer[0])
+    name = str(peer) if peer else "unknown peer"
+    return name, name
 
 
 class ForwardProtocol(asyncio.Protocol):
@@ -70,6 +83,7 @@ class ForwardProtocol(asyncio.Protocol):
     (unless the server is full, in which case it is closed at once and counted
     as refused) and leaves it when its socket is closed *and* no ``put`` is
     pending any more, so shutdown can wait for every in-flight request.
+    ``peers`` counts the registered connections per remote address.
     """
 
     def __init__(
@@ -78,11 +92,14 @@ class ForwardProtocol(asyncio.Protocol):
         sink: RecordSink,
         metrics: Metrics,
         connections: set[ForwardProtocol],
+        peers: Counter[str] | None = None,
     ) -> None:
         self._config = config
         self._sink = sink
         self._metrics = metrics
         self._connections = connections
+        self._peers: Counter[str] = peers if peers is not None else Counter()
+        self._peer_addr: str | None = None  # set once counted in _peers
         self._loop = asyncio.get_running_loop()
         self._conn = ServerConnection(config.limits, config.security)
         self._transport: asyncio.Transport | None = None
@@ -92,8 +109,11 @@ class ForwardProtocol(asyncio.Protocol):
         self._closing = False  # we or the peer started closing; no more processing
         self._lost = False
         self._received = 0
-        self._last_activity = self._loop.time()
-        self._idle_handle: asyncio.TimerHandle | None = None
+        self._last_activity = self._connected_at = self._loop.time()
+        self._frame_started: float | None = None  # first byte of the unfinished request
+        self._frames_seen = 0
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0
         self._abort_handle: asyncio.TimerHandle | None = None
         self._drain_waiter: asyncio.Future[None] | None = None
         self.done: asyncio.Future[None] = self._loop.create_future()
@@ -104,24 +124,32 @@ class ForwardProtocol(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self._transport = transport
-        self.peer = _peer_name(transport)
-        if len(self._connections) >= self._config.max_connections:
+        self.peer, addr = _peer_name(transport)
+        full = len(self._connections) >= self._config.max_connections
+        if full or self._peers[addr] >= self._config.max_connections_per_peer:
             # Refuse by closing before reading anything: the client sees EOF or
             # a reset and retries, possibly on another node.
             self._metrics.connections_refused.inc()
-            log.debug("forward %s: refused, %d connections open", self.peer, len(self._connections))
+            log.debug(
+                "forward %s: refused, %d connections open (%d from this address)",
+                self.peer,
+                len(self._connections),
+                self._peers[addr],
+            )
             self._closing = self._lost = True
             transport.close()
             self.done.set_result(None)
             return
         self._connections.add(self)
+        self._peers[addr] += 1
+        self._peer_addr = addr
         self._metrics.connections_total.inc()
         self._metrics.connections_open.inc()
         transport.set_write_buffer_limits(high=self._config.write_high_water)
         hello = self._conn.initiate()  # HELO, only when a shared key is set
         if hello:
             transport.write(hello)
-        self._arm_idle(self._config.idle_timeout)
+        self._arm_timer()
 
     def data_received(self, data: bytes) -> None:
         if self._closing:
@@ -136,6 +164,7 @@ class ForwardProtocol(asyncio.Protocol):
             return
         if self._put_task is None:
             self._process()
+        self._track_frame()
 
     def eof_received(self) -> bool:
         # Returning False closes the transport. A client that half-closes while
@@ -161,7 +190,7 @@ class ForwardProtocol(asyncio.Protocol):
                 self._metrics.heartbeats.labels(kind="connect").inc()
             log.debug("forward %s: peer closed (%s)", self.peer, exc or "eof")
         self._metrics.connections_open.dec()
-        for handle in (self._idle_handle, self._abort_handle):
+        for handle in (self._timer, self._abort_handle):
             if handle is not None:
                 handle.cancel()
         self._settle()
@@ -270,6 +299,7 @@ class ForwardProtocol(asyncio.Protocol):
         self._ack(batch)
         self._last_activity = self._loop.time()
         self._process()
+        self._track_frame()
         if self._put_task is None:
             self._resume("sink")
 
@@ -306,24 +336,68 @@ class ForwardProtocol(asyncio.Protocol):
         if not self._paused and self._transport is not None and not self._closing:
             self._transport.resume_reading()
 
-    def _arm_idle(self, delay: float | None) -> None:
-        if delay is not None:
-            self._idle_handle = self._loop.call_later(delay, self._on_idle)
+    def _track_frame(self) -> None:
+        """Note when the unfinished request began: now, if a request completed
+        since the last look or none was pending; never, if nothing is buffered."""
+        frames = self._conn.frames
+        if self._closing or self._conn.buffered == 0:
+            self._frame_started = None
+        elif self._frame_started is None or frames != self._frames_seen:
+            self._frame_started = self._loop.time()
+            if self._config.frame_timeout is not None:
+                self._arm_timer(self._frame_started + self._config.frame_timeout)
+        self._frames_seen = frames
 
-    def _on_idle(self) -> None:
-        timeout = self._config.idle_timeout
-        if self._closing or timeout is None:
+    def _deadline(self) -> tuple[float, str] | None:
+        """The earliest deadline in force and the close reason it carries."""
+        cfg = self._config
+        found: list[tuple[float, str]] = []
+        if cfg.idle_timeout is not None:
+            found.append((self._last_activity + cfg.idle_timeout, "idle"))
+        if cfg.handshake_timeout is not None and self._conn.state is ConnectionState.AWAIT_PING:
+            found.append((self._connected_at + cfg.handshake_timeout, "handshake_timeout"))
+        if cfg.frame_timeout is not None and self._frame_started is not None:
+            found.append((self._frame_started + cfg.frame_timeout, "frame_timeout"))
+        return min(found) if found else None
+
+    def _arm_timer(self, at: float | None = None) -> None:
+        """Make the timer fire by ``at`` (default: the earliest deadline)."""
+        if at is None:
+            deadline = self._deadline()
+            if deadline is None:
+                return
+            at = deadline[0]
+        if self._timer is not None:
+            if self._timer_at <= at:
+                return  # it fires earlier and re-arms for what is left
+            self._timer.cancel()
+        self._timer_at = at
+        self._timer = self._loop.call_at(at, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        if self._closing:
             return
         now = self._loop.time()
         if self._paused:
-            # We are the ones waiting (sink, slow ack reader, shutdown): not idle.
+            # We are the ones waiting (sink, slow ack reader, shutdown): the peer
+            # cannot be idle or late meanwhile.
             self._last_activity = now
-        remaining = self._last_activity + timeout - now
-        if remaining > 0:
-            self._arm_idle(remaining)
+            if self._frame_started is not None:
+                self._frame_started = now
+        deadline = self._deadline()
+        if deadline is None:
             return
-        log.debug("forward %s: idle for %.0f s, closing", self.peer, timeout)
-        self._close("idle")
+        at, reason = deadline
+        if at > now:
+            self._arm_timer(at)
+            return
+        if reason == "idle":
+            log.debug("forward %s: idle for %.0f s, closing", self.peer, now - self._last_activity)
+        else:
+            # A client that means well meets neither deadline: say so once.
+            log.warning("forward %s: closing connection: %s passed", self.peer, reason)
+        self._close(reason)
 
     def _fail(self, exc: ProtocolError) -> None:
         reason = classify_protocol_error(exc)
@@ -339,8 +413,8 @@ class ForwardProtocol(asyncio.Protocol):
             return
         self._closing = True
         self._count_close(reason)
-        if self._idle_handle is not None:
-            self._idle_handle.cancel()
+        if self._timer is not None:
+            self._timer.cancel()
         if self._transport is not None:
             self._transport.close()
             if not self._lost:
@@ -357,6 +431,10 @@ class ForwardProtocol(asyncio.Protocol):
         self._check_drained()
         if self._lost and self._put_task is None and not self.done.done():
             self._connections.discard(self)
+            if self._peer_addr is not None:
+                self._peers[self._peer_addr] -= 1
+                if self._peers[self._peer_addr] <= 0:
+                    del self._peers[self._peer_addr]
             self.done.set_result(None)
 
     def __repr__(self) -> str:

@@ -135,12 +135,25 @@ class FrameDecoder:
         self._pending: deque[memoryview] = deque()
         self._fed = 0  # bytes handed to the scanner so far
         self._frame_start = 0  # stream offset where the current frame began
+        self._frame_limit = (self._limits.max_frame_bytes, "max_frame_bytes")
+        self._frames = 0
         self._error: ProtocolError | None = None
 
     @property
     def buffered(self) -> int:
         """Bytes received but not yet returned as part of a complete frame."""
         return len(self._frame) + sum(len(v) for v in self._pending)
+
+    @property
+    def frames(self) -> int:
+        """Complete frames returned so far."""
+        return self._frames
+
+    def limit_frames(self, limit: int | None, name: str = "max_frame_bytes") -> None:
+        """Bound frames to ``limit`` bytes (at most ``max_frame_bytes``; None: back to
+        it) and name ``name`` in the error, e.g. a tighter bound before authentication."""
+        cap = self._limits.max_frame_bytes
+        self._frame_limit = (cap, "max_frame_bytes") if limit is None else (min(limit, cap), name)
 
     def feed(self, data: bytes) -> None:
         """Queue ``data`` (any slice of the stream); iterate to get frames out."""
@@ -177,6 +190,7 @@ class FrameDecoder:
             obj = self._unpack(size)
             self._frame_start = end
             self._header_checked = False
+            self._frames += 1
             return RawFrame(obj, size)
 
     def _unpack(self, size: int) -> Any:
@@ -230,12 +244,12 @@ class FrameDecoder:
         """
         if not self._pending:
             return False
-        limit = self._limits.max_frame_bytes
+        limit, name = self._frame_limit
         in_frame = len(self._frame)
         room = limit - in_frame
         if room <= 0:
             raise LimitExceeded(
-                f"request exceeds max_frame_bytes: more than {in_frame} bytes "
+                f"request exceeds {name}: more than {in_frame} bytes "
                 f"without a complete msgpack object (limit {limit})"
             )
         head = self._pending.popleft()

@@ -90,6 +90,9 @@ class ServerConnection:
         self._state = (
             ConnectionState.AWAIT_PING if self._handshake is not None else ConnectionState.TRANSPORT
         )
+        if self._state is ConnectionState.AWAIT_PING:
+            # An unauthenticated peer may make us buffer one small PING, no more.
+            self._decoder.limit_frames(self.limits.max_handshake_bytes, "max_handshake_bytes")
         self._closed_reason = ""
 
     @property
@@ -101,6 +104,11 @@ class ServerConnection:
     def buffered(self) -> int:
         """Bytes received and not yet turned into events (for a gauge)."""
         return self._decoder.buffered
+
+    @property
+    def frames(self) -> int:
+        """Complete requests decoded so far (a change means a request finished)."""
+        return self._decoder.frames
 
     def initiate(self) -> bytes:
         """Bytes to write right after accept: the HELO, or ``b""`` without security."""
@@ -132,6 +140,7 @@ class ServerConnection:
                         self._close(str(event.error))
                     else:
                         self._state = ConnectionState.TRANSPORT
+                        self._decoder.limit_frames(None)
                 else:
                     event = decode_request(frame, self.limits, self._now_ns)
             except ProtocolError as exc:
