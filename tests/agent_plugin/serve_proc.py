@@ -81,7 +81,9 @@ class ServeProcess:
     async def metric(self, name: str, **labels: str) -> float:
         """One sample of ``/metrics`` (0.0 when absent, like an unseen label set)."""
         _, body = await self.http_get("/metrics")
-        want = name + ("{" + ",".join(f'{k}="{v}"' for k, v in labels.items()) + "}" if labels else "")
+        want = name + (
+            "{" + ",".join(f'{k}="{v}"' for k, v in labels.items()) + "}" if labels else ""
+        )
         for line in body.splitlines():
             key, _, value = line.rpartition(" ")
             if key == want:

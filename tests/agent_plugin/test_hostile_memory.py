@@ -38,7 +38,9 @@ async def receiver() -> AsyncIterator[FlagReceiver]:
         await rx.stop()
 
 
-async def wait_metric(server: ServeProcess, name: str, at_least: float, timeout: float = 20.0) -> float:
+async def wait_metric(
+    server: ServeProcess, name: str, at_least: float, timeout: float = 20.0
+) -> float:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while (value := await server.metric(name)) < at_least:
