@@ -28,6 +28,7 @@ from logsieve.errors import ConfigError
 
 from .connection import ForwardProtocol
 from .forward import UDP_HEARTBEAT_REPLY
+from .malloc_policy import pin_mmap_threshold
 from .metrics import Metrics
 from .server_config import ServerConfig
 from .sink import RecordSink
@@ -124,6 +125,8 @@ class ForwardServer:
             raise RuntimeError("ForwardServer already started")
         loop = asyncio.get_running_loop()
         context = build_ssl_context(self.config)
+        # Buffers of hostile (or just large) requests go back to the OS once freed.
+        pin_mmap_threshold()
         self._server = await loop.create_server(
             lambda: ForwardProtocol(
                 self.config, self.sink, self.metrics, self.connections, self._peers
