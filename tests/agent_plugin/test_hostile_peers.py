@@ -16,12 +16,14 @@ import asyncio
 import contextlib
 import socket
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from logsieve.agent_plugin.forward import ForwardLimits, RecordBatch, encode_ack
 from logsieve.agent_plugin.metrics import Metrics, sample_value
+from logsieve.agent_plugin.serve_config import load_serve_settings
 from logsieve.agent_plugin.server import ForwardServer
 from logsieve.agent_plugin.server_config import ServerConfig
 from logsieve.errors import ConfigError
@@ -255,3 +257,17 @@ def test_new_server_settings_are_validated(field: str, value: object) -> None:
 def test_max_handshake_bytes_is_validated() -> None:
     with pytest.raises(ConfigError, match="max_handshake_bytes"):
         ForwardLimits(max_handshake_bytes=100)
+
+
+def test_new_settings_are_read_from_serve_toml_and_environment(tmp_path: Path) -> None:
+    path = tmp_path / "serve.toml"
+    path.write_text(
+        "[server]\nport = 25000\nmax_connections_per_peer = 8\nhandshake_timeout = 2.5\n"
+        "[server.limits]\nmax_handshake_bytes = 4096\n"
+    )
+    s = load_serve_settings(path, {"LOGSIEVE_SERVER_FRAME_TIMEOUT": "5"})
+    assert (s.server.max_connections_per_peer, s.server.handshake_timeout) == (8, 2.5)
+    assert s.server.frame_timeout == 5.0 and s.server.limits.max_handshake_bytes == 4096
+    defaults = ServerConfig()
+    assert (defaults.max_connections_per_peer, defaults.handshake_timeout) == (64, 10.0)
+    assert defaults.frame_timeout == 60.0 and defaults.limits.max_handshake_bytes == 16 * 1024
