@@ -40,7 +40,7 @@ import time
 from collections.abc import Callable, Iterator
 from enum import Enum
 
-from logsieve.errors import ProtocolError
+from logsieve.errors import LimitExceeded, ProtocolError
 
 from .codec import FrameDecoder
 from .events import Event, HandshakeFailed
@@ -130,8 +130,22 @@ class ServerConnection:
             event: Event
             try:
                 frame = next(self._decoder, None)
-                if frame is None:
-                    return
+            except LimitExceeded as exc:
+                if self._handshake is None or self._state is not ConnectionState.AWAIT_PING:
+                    self._close(str(exc))
+                    raise
+                # Too big to be a PING: the handshake fails, as it would for the
+                # whole data request a client without a shared key sends here.
+                refused = self._handshake.refuse(exc)
+                self._close(str(refused.error))
+                yield refused
+                return
+            except ProtocolError as exc:
+                self._close(str(exc))
+                raise
+            if frame is None:
+                return
+            try:
                 if self._handshake is not None and self._state is ConnectionState.AWAIT_PING:
                     # Before a successful handshake, whatever arrives is taken as
                     # the PING; a data request here fails the handshake.

@@ -6,12 +6,14 @@ import struct
 import tracemalloc
 from collections.abc import Callable
 
+import msgpack
 import pytest
 
 from logsieve.agent_plugin.forward import (
     ConnectionState,
     ForwardLimits,
     FrameDecoder,
+    HandshakeFailed,
     RawFrame,
     SecurityConfig,
     ServerConnection,
@@ -80,8 +82,9 @@ def test_unauthenticated_peer_buffers_max_handshake_bytes_then_the_frame_bound()
     conn = ServerConnection(limits, SecurityConfig("srv", "k"), random_bytes=lambda n: b"s" * n)
     conn.initiate()
     conn.feed(b"\x96\xdb\x00\x01\x00\x00" + b"x" * 4096)  # a PING whose str declares 64 KiB
-    with pytest.raises(LimitExceeded, match="max_handshake_bytes"):
-        list(conn.events())
+    (event,) = list(conn.events())
+    assert isinstance(event, HandshakeFailed) and "max_handshake_bytes" in str(event.error)
+    assert msgpack.unpackb(event.reply)[:2] == ["PONG", False]
     assert conn.state is ConnectionState.CLOSED
     open_conn = ServerConnection(limits)  # no handshake: only max_frame_bytes applies
     open_conn.feed(packb(["app.log", [[et(T_SEC), {"log": "y" * 4096}]]]))
