@@ -102,47 +102,61 @@ def unpack_options(limits: ForwardLimits, max_bytes: int, *, raw: bool = True) -
     }
 
 
-# Top-level container headers checked before the frame completes: marker ->
-# (length width in bytes, kind, the ForwardLimits bound that applies).
+# Top-level container headers checked before the frame completes:
+# marker -> (length width in bytes, kind).
 _TOP_HEADERS = {0xDC: (2, "array"), 0xDD: (4, "array"), 0xDE: (2, "map"), 0xDF: (4, "map")}
+_HEADER_BYTES = 5  # marker + the widest length
 
 
 class FrameDecoder:
     """Incremental decoder of a msgpack object stream with a bounded frame size.
 
-    Memory follows the bytes received, never the lengths a peer declares: a
-    scanner (msgpack's ``skip``, which builds no objects) finds where each
-    top-level object ends, and only a complete object is unpacked. Unpacking
-    an incomplete stream would let each array/map header pre-allocate its
-    declared length (``PyList_New(n)``): 1,000 nested ``array32`` headers of
-    250,000 items, 5 KB on the wire, held ~66 MiB per connection. Once an
-    object is complete every declared item is present, so what it builds is
-    proportional to its bytes. A top-level array/map header over its limit is
-    refused as soon as it arrives; nested ones when their frame completes.
+    Memory follows the bytes received, never the lengths a peer declares. Two
+    unpackers are fed the same bytes: a scanner (msgpack's ``skip``, which
+    builds no objects) finds where each top-level object ends, and only then is
+    the object unpacked from the other, which so never meets a header whose
+    items have not arrived. Unpacking as bytes arrive would let each array/map
+    header pre-allocate its declared length (``PyList_New(n)``): 1,000 nested
+    ``array32`` headers of 250,000 items, 5 KB on the wire, held ~66 MiB per
+    connection. Once an object is complete every declared item is present, so
+    what it builds is proportional to its bytes. A top-level array/map header
+    over its limit is refused as soon as it arrives; nested ones when their
+    frame completes.
 
-    ``limits.max_frame_bytes`` bounds the bytes of the frame currently being
-    assembled, i.e. everything received since the end of the last complete
-    frame. Bytes fed but not yet offered to the scanner are held until the
-    caller iterates; bound them by bounding each ``feed`` (one socket read).
+    ``limits.max_frame_bytes`` (or a tighter :meth:`limit_frames`) bounds the
+    bytes of the frame currently being assembled, i.e. everything received
+    since the end of the last complete frame. Bytes fed but not yet offered to
+    the unpackers are held until the caller iterates; bound them by bounding
+    each ``feed`` (one socket read).
     """
 
     def __init__(self, limits: ForwardLimits | None = None) -> None:
         self._limits = limits if limits is not None else ForwardLimits()
-        self._scanner = msgpack.Unpacker(max_buffer_size=self._limits.max_frame_bytes)
-        self._options = unpack_options(self._limits, self._limits.max_frame_bytes)
-        self._frame = bytearray()  # bytes offered to the scanner, not yet in a returned frame
-        self._header_checked = False  # the current frame's top-level header passed
+        max_bytes = self._limits.max_frame_bytes
+        self._scanner = msgpack.Unpacker(max_buffer_size=max_bytes)
+        self._unpacker = make_unpacker(self._limits, max_bytes)
+        options = unpack_options(self._limits, max_bytes)
+        self._max_len: dict[str, int] = {
+            "array": options["max_array_len"],
+            "map": options["max_map_len"],
+        }
         self._pending: deque[memoryview] = deque()
-        self._fed = 0  # bytes handed to the scanner so far
+        self._fed = 0  # bytes handed to the unpackers so far
         self._frame_start = 0  # stream offset where the current frame began
-        self._frame_limit = (self._limits.max_frame_bytes, "max_frame_bytes")
+        self._frame_limit = (max_bytes, "max_frame_bytes")
         self._frames = 0
+        # The current frame's first bytes, for the top-level header check, and the
+        # last piece offered (at stream offset _last_at), where any still missing are.
+        self._head = b""
+        self._header_checked = False
+        self._last_piece = memoryview(b"")
+        self._last_at = 0
         self._error: ProtocolError | None = None
 
     @property
     def buffered(self) -> int:
         """Bytes received but not yet returned as part of a complete frame."""
-        return len(self._frame) + sum(len(v) for v in self._pending)
+        return self._fed - self._frame_start + sum(len(v) for v in self._pending)
 
     @property
     def frames(self) -> int:
@@ -179,33 +193,24 @@ class FrameDecoder:
             try:
                 self._scanner.skip()
             except msgpack.OutOfData:
-                self._check_header()
+                if not self._header_checked:
+                    self._check_header()
                 if not self._offer_pending():
                     raise StopIteration from None
                 continue
             except _UNPACK_ERRORS as exc:
                 raise self._error_for(exc) from exc
+            try:
+                obj = self._unpacker.unpack()  # whole: the scanner just passed its end
+            except _UNPACK_ERRORS as exc:
+                raise self._error_for(exc) from exc
             end = self._scanner.tell()
-            size = end - self._frame_start
-            obj = self._unpack(size)
+            frame = RawFrame(obj, end - self._frame_start)
             self._frame_start = end
-            self._header_checked = False
             self._frames += 1
-            return RawFrame(obj, size)
-
-    def _unpack(self, size: int) -> Any:
-        """Build the complete object that fills the first ``size`` buffered bytes."""
-        view = memoryview(self._frame)[:size]
-        try:
-            return msgpack.unpackb(view, **self._options)
-        except _UNPACK_ERRORS as exc:
-            raise self._error_for(exc) from exc
-        finally:
-            view.release()
-            if size == len(self._frame):
-                self._frame = bytearray()  # drop the capacity a large frame left
-            else:
-                del self._frame[:size]
+            self._header_checked = False
+            self._head = b""
+            return frame
 
     def _error_for(self, exc: Exception) -> ProtocolError:
         # msgpack reports its max_*_len bounds as a ValueError naming the bound:
@@ -218,18 +223,28 @@ class FrameDecoder:
 
     def _check_header(self) -> None:
         """Refuse a top-level array/map whose declared length is over its limit,
-        without waiting for the items (the scanner does not look at lengths)."""
-        if self._header_checked or not self._frame:
+        without waiting for its items (the scanner does not look at lengths).
+
+        Runs whenever the scanner ran out of bytes, i.e. after each piece is
+        offered: the bytes of the frame's start not yet in ``_head`` can only be
+        in the last piece.
+        """
+        want = self._frame_start + len(self._head)
+        if want < self._fed and len(self._head) < _HEADER_BYTES:
+            at = want - self._last_at
+            self._head += bytes(self._last_piece[at : at + _HEADER_BYTES - len(self._head)])
+        head = self._head
+        if not head:
             return
-        spec = _TOP_HEADERS.get(self._frame[0])
+        spec = _TOP_HEADERS.get(head[0])
         if spec is None:
             self._header_checked = True
             return
         width, kind = spec
-        if len(self._frame) < 1 + width:
+        if len(head) < 1 + width:
             return
-        declared = int.from_bytes(self._frame[1 : 1 + width], "big")
-        limit = self._options[f"max_{kind}_len"]
+        declared = int.from_bytes(head[1 : 1 + width], "big")
+        limit = self._max_len[kind]
         if declared > limit:
             raise LimitExceeded(
                 f"request at stream offset {self._frame_start}: "
@@ -238,14 +253,14 @@ class FrameDecoder:
         self._header_checked = True
 
     def _offer_pending(self) -> bool:
-        """Move queued bytes into the scanner without exceeding the frame bound.
+        """Move queued bytes into the unpackers without exceeding the frame bound.
 
         Returns False when nothing is queued (the caller must wait for data).
         """
         if not self._pending:
             return False
         limit, name = self._frame_limit
-        in_frame = len(self._frame)
+        in_frame = self._fed - self._frame_start
         room = limit - in_frame
         if room <= 0:
             raise LimitExceeded(
@@ -258,11 +273,12 @@ class FrameDecoder:
             self._pending.appendleft(rest)
         try:
             self._scanner.feed(piece)
+            self._unpacker.feed(piece)
         except msgpack.BufferFull as exc:  # pragma: no cover - `room` prevents it
             raise LimitExceeded(
-                f"request exceeds max_frame_bytes: {in_frame + len(piece)} bytes (limit {limit})"
+                f"request exceeds {name}: {in_frame + len(piece)} bytes (limit {limit})"
             ) from exc
-        self._frame += piece
+        self._last_piece, self._last_at = piece, self._fed
         self._fed += len(piece)
         return True
 

@@ -95,3 +95,28 @@ def _decode(data: bytes) -> list[RawFrame]:
     decoder = FrameDecoder()
     decoder.feed(data)
     return list(decoder)
+
+
+@pytest.mark.parametrize("split", [1, 2, 3, 7])
+def test_top_level_header_over_its_limit_is_refused_in_any_split(split: int) -> None:
+    # Two whole frames first, so the bad header starts inside a piece.
+    data = FWD_LEGACY * 2 + b"\xdd\xff\xff\xff\xff"
+    decoder = FrameDecoder(ForwardLimits(max_collection_len=1000, max_records_per_frame=1000))
+    frames: list[RawFrame] = []
+    with pytest.raises(LimitExceeded, match=r"4294967295 exceeds max_array_len\(1000\)"):
+        for at in range(0, len(data), split):
+            decoder.feed(data[at : at + split])
+            for frame in decoder:  # not list(): keep the frames before the error
+                frames.append(frame)
+    assert len(frames) == 2
+
+
+def test_top_level_header_within_its_limit_waits_for_its_items() -> None:
+    decoder = FrameDecoder()
+    decoder.feed(b"\xdc\x00\x03\xc0")
+    assert list(decoder) == []
+    decoder.feed(b"\xc0")
+    assert list(decoder) == []
+    decoder.feed(b"\xc0" + FWD_LEGACY[:3])
+    assert [f.obj for f in decoder] == [[None, None, None]]
+    assert decoder.buffered == 3
