@@ -47,6 +47,7 @@ from .forward import (
     ServerConnection,
     encode_ack,
 )
+from .guards import BufferBudget, Deadline, next_deadline
 from .metrics import Metrics
 from .server_config import ServerConfig
 from .sink import RecordSink
@@ -83,7 +84,8 @@ class ForwardProtocol(asyncio.Protocol):
     (unless the server is full, in which case it is closed at once and counted
     as refused) and leaves it when its socket is closed *and* no ``put`` is
     pending any more, so shutdown can wait for every in-flight request.
-    ``peers`` counts the registered connections per remote address.
+    ``peers`` counts the registered connections per remote address; ``budget``
+    the bytes of unfinished requests of them all.
     """
 
     def __init__(
@@ -93,6 +95,7 @@ class ForwardProtocol(asyncio.Protocol):
         metrics: Metrics,
         connections: set[ForwardProtocol],
         peers: Counter[str] | None = None,
+        budget: BufferBudget | None = None,
     ) -> None:
         self._config = config
         self._sink = sink
@@ -100,6 +103,8 @@ class ForwardProtocol(asyncio.Protocol):
         self._connections = connections
         self._peers: Counter[str] = peers if peers is not None else Counter()
         self._peer_addr: str | None = None  # set once counted in _peers
+        self._budget = budget if budget is not None else BufferBudget(config.max_buffered_bytes)
+        self._budgeted = 0  # our share of the budget: bytes of the request in progress
         self._loop = asyncio.get_running_loop()
         self._conn = ServerConnection(config.limits, config.security)
         self._transport: asyncio.Transport | None = None
@@ -189,6 +194,7 @@ class ForwardProtocol(asyncio.Protocol):
                 # Fluentd's default transport heartbeat: connect and close, no data.
                 self._metrics.heartbeats.labels(kind="connect").inc()
             log.debug("forward %s: peer closed (%s)", self.peer, exc or "eof")
+        self._release_budget()
         self._metrics.connections_open.dec()
         for handle in (self._timer, self._abort_handle):
             if handle is not None:
@@ -347,18 +353,41 @@ class ForwardProtocol(asyncio.Protocol):
             if self._config.frame_timeout is not None:
                 self._arm_timer(self._frame_started + self._config.frame_timeout)
         self._frames_seen = frames
+        held = 0 if self._closing else self._conn.in_frame
+        before, self._budgeted = self._budgeted, held
+        if self._budget.update(before, held):
+            self._shed()
 
-    def _deadline(self) -> tuple[float, str] | None:
-        """The earliest deadline in force and the close reason it carries."""
-        cfg = self._config
-        found: list[tuple[float, str]] = []
-        if cfg.idle_timeout is not None:
-            found.append((self._last_activity + cfg.idle_timeout, "idle"))
-        if cfg.handshake_timeout is not None and self._conn.state is ConnectionState.AWAIT_PING:
-            found.append((self._connected_at + cfg.handshake_timeout, "handshake_timeout"))
-        if cfg.frame_timeout is not None and self._frame_started is not None:
-            found.append((self._frame_started + cfg.frame_timeout, "frame_timeout"))
-        return min(found) if found else None
+    @property
+    def in_frame(self) -> int:
+        """Bytes of the request in progress counted against the server's budget."""
+        return self._budgeted
+
+    def _release_budget(self) -> None:
+        self._budget.update(self._budgeted, 0)
+        self._budgeted = 0
+
+    def _shed(self) -> None:
+        """Over the server's buffer budget: close the connection holding the most."""
+        victim = max(self._connections, key=lambda c: c.in_frame, default=self)
+        log.warning(
+            "forward %s: closing connection: %d bytes of unfinished requests on all "
+            "connections passed max_buffered_bytes (%d); this one held %d",
+            victim.peer,
+            self._budget.total,
+            self._budget.limit,
+            victim.in_frame,
+        )
+        victim.close("overload")
+
+    def _deadline(self) -> Deadline | None:
+        return next_deadline(
+            self._config,
+            last_activity=self._last_activity,
+            connected_at=self._connected_at,
+            awaiting_ping=self._conn.state is ConnectionState.AWAIT_PING,
+            frame_started=self._frame_started,
+        )
 
     def _arm_timer(self, at: float | None = None) -> None:
         """Make the timer fire by ``at`` (default: the earliest deadline)."""
@@ -366,7 +395,7 @@ class ForwardProtocol(asyncio.Protocol):
             deadline = self._deadline()
             if deadline is None:
                 return
-            at = deadline[0]
+            at = deadline.at
         if self._timer is not None:
             if self._timer_at <= at:
                 return  # it fires earlier and re-arms for what is left
@@ -388,10 +417,10 @@ class ForwardProtocol(asyncio.Protocol):
         deadline = self._deadline()
         if deadline is None:
             return
-        at, reason = deadline
-        if at > now:
-            self._arm_timer(at)
+        if deadline.at > now:
+            self._arm_timer(deadline.at)
             return
+        reason = deadline.reason
         if reason == "idle":
             log.debug("forward %s: idle for %.0f s, closing", self.peer, now - self._last_activity)
         else:
@@ -413,6 +442,7 @@ class ForwardProtocol(asyncio.Protocol):
             return
         self._closing = True
         self._count_close(reason)
+        self._release_budget()
         if self._timer is not None:
             self._timer.cancel()
         if self._transport is not None:

@@ -99,7 +99,7 @@ class Metrics:
         self.connections_closed = Counter(
             p + "connections_closed",
             "Closed connections by reason (peer, idle, protocol, handshake, sink, shutdown, "
-            "handshake_timeout, frame_timeout).",
+            "handshake_timeout, frame_timeout, overload).",
             ["reason"],
             registry=reg,
         )

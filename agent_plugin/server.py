@@ -28,6 +28,7 @@ from logsieve.errors import ConfigError
 
 from .connection import ForwardProtocol
 from .forward import UDP_HEARTBEAT_REPLY
+from .guards import BufferBudget
 from .malloc_policy import pin_mmap_threshold
 from .metrics import Metrics
 from .server_config import ServerConfig
@@ -110,6 +111,7 @@ class ForwardServer:
         self.port = config.port
         self.connections: set[ForwardProtocol] = set()
         self._peers: Counter[str] = Counter()  # registered connections per remote address
+        self._budget = BufferBudget(config.max_buffered_bytes)
         self._server: asyncio.Server | None = None
         self._udp: asyncio.DatagramTransport | None = None
         self.metrics.buffered_bytes.set_function(self._buffered_bytes)
@@ -129,7 +131,7 @@ class ForwardServer:
         pin_mmap_threshold()
         self._server = await loop.create_server(
             lambda: ForwardProtocol(
-                self.config, self.sink, self.metrics, self.connections, self._peers
+                self.config, self.sink, self.metrics, self.connections, self._peers, self._budget
             ),
             self.config.host,
             self.config.port,

@@ -90,6 +90,12 @@ class ServerConfig:
             sink) does not count. The default leaves a 16 MiB request a
             60 s transfer, i.e. about 2 Mbit/s.
         limits: Per-request decoding bounds (frame, decompressed size, ...).
+        max_buffered_bytes: Bytes of unfinished requests held across all
+            connections (each connection holds at most ``limits.max_frame_bytes``,
+            about twice that in memory). Past it the connection holding the most
+            is closed (reason ``overload``; a real client resends), so
+            ``max_connections`` peers each sending most of a maximal request
+            cannot add up to gigabytes. At least ``limits.max_frame_bytes``.
         write_high_water: Bytes of unsent replies (acks, HELO/PONG) at which
             the connection stops reading, so a client that never reads its
             acks cannot make us buffer without bound.
@@ -112,6 +118,7 @@ class ServerConfig:
     handshake_timeout: float | None = 10.0
     frame_timeout: float | None = 60.0
     limits: ForwardLimits = field(default_factory=ForwardLimits)
+    max_buffered_bytes: int = 256 * 1024 * 1024
     write_high_water: int = 64 * 1024
     metrics_host: str = "127.0.0.1"
     metrics_port: int = 2021
@@ -155,6 +162,16 @@ class ServerConfig:
             _check_seconds(name, getattr(self, name), optional=True)
         if not isinstance(self.limits, ForwardLimits):
             raise ConfigError(f"{_SECTION}.limits", self.limits, "a ForwardLimits")
+        if (
+            isinstance(self.max_buffered_bytes, bool)
+            or not isinstance(self.max_buffered_bytes, int)
+            or self.max_buffered_bytes < self.limits.max_frame_bytes
+        ):
+            raise ConfigError(
+                f"{_SECTION}.max_buffered_bytes",
+                self.max_buffered_bytes,
+                f"an integer >= limits.max_frame_bytes ({self.limits.max_frame_bytes})",
+            )
         if (
             isinstance(self.write_high_water, bool)
             or not isinstance(self.write_high_water, int)

@@ -163,6 +163,11 @@ class FrameDecoder:
         """Complete frames returned so far."""
         return self._frames
 
+    @property
+    def in_frame(self) -> int:
+        """Bytes of the frame being assembled that the unpackers already hold."""
+        return self._fed - self._frame_start
+
     def limit_frames(self, limit: int | None, name: str = "max_frame_bytes") -> None:
         """Bound frames to ``limit`` bytes (at most ``max_frame_bytes``; None: back to
         it) and name ``name`` in the error, e.g. a tighter bound before authentication."""

@@ -106,6 +106,11 @@ class ServerConnection:
         return self._decoder.buffered
 
     @property
+    def in_frame(self) -> int:
+        """Bytes of the request being received (the server's buffer budget counts them)."""
+        return self._decoder.in_frame
+
+    @property
     def frames(self) -> int:
         """Complete requests decoded so far (a change means a request finished)."""
         return self._decoder.frames

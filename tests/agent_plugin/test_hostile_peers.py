@@ -247,6 +247,7 @@ async def test_time_the_server_spends_not_reading_is_not_charged_to_the_peer() -
         ("handshake_timeout", 0),
         ("frame_timeout", float("nan")),
         ("frame_timeout", -1.0),
+        ("max_buffered_bytes", 1024),  # under max_frame_bytes
     ],
 )
 def test_new_server_settings_are_validated(field: str, value: object) -> None:
@@ -272,3 +273,29 @@ def test_new_settings_are_read_from_serve_toml_and_environment(tmp_path: Path) -
     defaults = ServerConfig()
     assert (defaults.max_connections_per_peer, defaults.handshake_timeout) == (64, 10.0)
     assert defaults.frame_timeout == 60.0 and defaults.limits.max_handshake_bytes == 16 * 1024
+
+
+@pytest.mark.asyncio
+async def test_server_wide_buffer_budget_closes_the_biggest_holder() -> None:
+    kib = 1024
+    limits = ForwardLimits(max_frame_bytes=512 * kib)
+    async with serving(limits=limits, max_buffered_bytes=1024 * kib) as (server, sink):
+        holders = []
+        for _ in range(4):  # 400 KiB each of a request that never completes
+            reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+            writer.write(b"\x93\xa3big\xdb\x00\x07\x00\x00" + b"x" * (400 * kib))
+            await writer.drain()
+            holders.append((reader, writer))
+            await asyncio.sleep(0.2)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + T
+        while sample_value(server.metrics.connections_closed, reason="overload") < 2:
+            assert loop.time() < deadline, "nobody was shed"
+            await asyncio.sleep(0.02)
+        await asyncio.sleep(0.2)
+        assert sample_value(server.metrics.connections_closed, reason="overload") == 2
+        assert sum(c.in_frame for c in server.connections) <= 1024 * kib
+        assert await client(server.port, 0, "127.0.0.1", T) < T  # others are still served
+        for _, writer in holders:
+            writer.close()
+    assert sink.records["normal"] == 1
