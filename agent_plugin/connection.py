@@ -47,7 +47,7 @@ from .forward import (
     ServerConnection,
     encode_ack,
 )
-from .guards import BufferBudget, Deadline, next_deadline
+from .guards import BufferBudget, Deadline, PeerClock
 from .metrics import Metrics
 from .server_config import ServerConfig
 from .sink import RecordSink
@@ -114,11 +114,12 @@ class ForwardProtocol(asyncio.Protocol):
         self._closing = False  # we or the peer started closing; no more processing
         self._lost = False
         self._received = 0
-        self._last_activity = self._connected_at = self._loop.time()
-        self._frame_started: float | None = None  # first byte of the unfinished request
-        self._frames_seen = 0
-        self._timer: asyncio.TimerHandle | None = None
-        self._timer_at = 0.0
+        self._clock = PeerClock(
+            config,
+            self._on_deadline,
+            paused=lambda: bool(self._paused),
+            awaiting_ping=lambda: self._conn.state is ConnectionState.AWAIT_PING,
+        )
         self._abort_handle: asyncio.TimerHandle | None = None
         self._drain_waiter: asyncio.Future[None] | None = None
         self.done: asyncio.Future[None] = self._loop.create_future()
@@ -154,13 +155,13 @@ class ForwardProtocol(asyncio.Protocol):
         hello = self._conn.initiate()  # HELO, only when a shared key is set
         if hello:
             transport.write(hello)
-        self._arm_timer()
+        self._clock.start()
 
     def data_received(self, data: bytes) -> None:
         if self._closing:
             return
         self._received += len(data)
-        self._last_activity = self._loop.time()
+        self._clock.touch()
         self._metrics.bytes_received.inc(len(data))
         try:
             self._conn.feed(data)
@@ -196,9 +197,9 @@ class ForwardProtocol(asyncio.Protocol):
             log.debug("forward %s: peer closed (%s)", self.peer, exc or "eof")
         self._release_budget()
         self._metrics.connections_open.dec()
-        for handle in (self._timer, self._abort_handle):
-            if handle is not None:
-                handle.cancel()
+        self._clock.stop()
+        if self._abort_handle is not None:
+            self._abort_handle.cancel()
         self._settle()
 
     # -- shutdown hooks for the server ----------------------------------------------
@@ -303,7 +304,7 @@ class ForwardProtocol(asyncio.Protocol):
             self._settle()
             return
         self._ack(batch)
-        self._last_activity = self._loop.time()
+        self._clock.touch()
         self._process()
         self._track_frame()
         if self._put_task is None:
@@ -343,16 +344,9 @@ class ForwardProtocol(asyncio.Protocol):
             self._transport.resume_reading()
 
     def _track_frame(self) -> None:
-        """Note when the unfinished request began: now, if a request completed
-        since the last look or none was pending; never, if nothing is buffered."""
-        frames = self._conn.frames
-        if self._closing or self._conn.buffered == 0:
-            self._frame_started = None
-        elif self._frame_started is None or frames != self._frames_seen:
-            self._frame_started = self._loop.time()
-            if self._config.frame_timeout is not None:
-                self._arm_timer(self._frame_started + self._config.frame_timeout)
-        self._frames_seen = frames
+        """After processing: move the frame deadline and our share of the budget."""
+        if not self._closing:
+            self._clock.track(self._conn.frames, self._conn.buffered)
         held = 0 if self._closing else self._conn.in_frame
         before, self._budgeted = self._budgeted, held
         if self._budget.update(before, held):
@@ -380,53 +374,15 @@ class ForwardProtocol(asyncio.Protocol):
         )
         victim.close("overload")
 
-    def _deadline(self) -> Deadline | None:
-        return next_deadline(
-            self._config,
-            last_activity=self._last_activity,
-            connected_at=self._connected_at,
-            awaiting_ping=self._conn.state is ConnectionState.AWAIT_PING,
-            frame_started=self._frame_started,
-        )
-
-    def _arm_timer(self, at: float | None = None) -> None:
-        """Make the timer fire by ``at`` (default: the earliest deadline)."""
-        if at is None:
-            deadline = self._deadline()
-            if deadline is None:
-                return
-            at = deadline.at
-        if self._timer is not None:
-            if self._timer_at <= at:
-                return  # it fires earlier and re-arms for what is left
-            self._timer.cancel()
-        self._timer_at = at
-        self._timer = self._loop.call_at(at, self._on_timer)
-
-    def _on_timer(self) -> None:
-        self._timer = None
+    def _on_deadline(self, deadline: Deadline) -> None:
         if self._closing:
             return
-        now = self._loop.time()
-        if self._paused:
-            # We are the ones waiting (sink, slow ack reader, shutdown): the peer
-            # cannot be idle or late meanwhile.
-            self._last_activity = now
-            if self._frame_started is not None:
-                self._frame_started = now
-        deadline = self._deadline()
-        if deadline is None:
-            return
-        if deadline.at > now:
-            self._arm_timer(deadline.at)
-            return
-        reason = deadline.reason
-        if reason == "idle":
-            log.debug("forward %s: idle for %.0f s, closing", self.peer, now - self._last_activity)
+        if deadline.reason == "idle":
+            log.debug("forward %s: idle, closing", self.peer)
         else:
             # A client that means well meets neither deadline: say so once.
-            log.warning("forward %s: closing connection: %s passed", self.peer, reason)
-        self._close(reason)
+            log.warning("forward %s: closing connection: %s passed", self.peer, deadline.reason)
+        self._close(deadline.reason)
 
     def _fail(self, exc: ProtocolError) -> None:
         reason = classify_protocol_error(exc)
@@ -443,8 +399,7 @@ class ForwardProtocol(asyncio.Protocol):
         self._closing = True
         self._count_close(reason)
         self._release_budget()
-        if self._timer is not None:
-            self._timer.cancel()
+        self._clock.stop()
         if self._transport is not None:
             self._transport.close()
             if not self._lost:
