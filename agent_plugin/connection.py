@@ -143,6 +143,7 @@ class ForwardProtocol(asyncio.Protocol):
                 self._peers[addr],
             )
             self._closing = self._lost = True
+            self._clock.stop()
             transport.close()
             self.done.set_result(None)
             return
@@ -387,7 +388,9 @@ class ForwardProtocol(asyncio.Protocol):
     def _fail(self, exc: ProtocolError) -> None:
         reason = classify_protocol_error(exc)
         self._metrics.malformed_frames.labels(reason=reason).inc()
-        log.warning("forward %s: closing connection: %s", self.peer, exc)
+        # str(exc), not exc: a handler that keeps records (a test's capture, a
+        # memory handler) would keep the traceback, its frames and this connection.
+        log.warning("forward %s: closing connection: %s", self.peer, str(exc))
         self._close("protocol")
 
     def _count_close(self, reason: str) -> None:

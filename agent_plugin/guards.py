@@ -51,6 +51,14 @@ def next_deadline(
     return min(found, key=lambda d: d.at) if found else None
 
 
+def _never_expire(_: Deadline) -> None:
+    pass
+
+
+def _false() -> bool:
+    return False
+
+
 class PeerClock:
     """One connection's deadlines on one timer.
 
@@ -87,11 +95,15 @@ class PeerClock:
         self._arm()
 
     def stop(self) -> None:
-        """No deadline any more (the connection is closing)."""
+        """No deadline any more (the connection is closing). Drops the callbacks:
+        they refer to the connection, which refers to this clock, and a cycle would
+        keep both (and the connection's buffers) until the rarely run cyclic GC."""
         self._stopped = True
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        self._expire = _never_expire
+        self._paused = self._awaiting_ping = _false
 
     def touch(self) -> None:
         """Bytes arrived, or we just wrote an ack: not idle."""
@@ -151,8 +163,9 @@ class PeerClock:
         if deadline.at > now:
             self._arm(deadline.at)
             return
+        expire = self._expire
         self.stop()
-        self._expire(deadline)
+        expire(deadline)
 
 
 class BufferBudget:

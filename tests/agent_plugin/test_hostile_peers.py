@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import socket
+import weakref
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -299,3 +301,50 @@ async def test_server_wide_buffer_budget_closes_the_biggest_holder() -> None:
         for _, writer in holders:
             writer.close()
     assert sink.records["normal"] == 1
+
+
+@pytest.mark.asyncio
+async def test_closed_connections_are_freed_without_the_cyclic_gc() -> None:
+    """serve runs the cyclic GC rarely (app.GC_THRESHOLD): a connection kept alive by
+    a reference cycle keeps its buffers for minutes, which under a flood of bad peers
+    is hundreds of MiB. Every way a connection ends must leave it to refcounting."""
+    gc.collect()
+    gc.disable()
+    try:
+        async with serving(shared_key=None, frame_timeout=0.3, idle_timeout=0.3) as (server, _):
+            refs: list[weakref.ref[Any]] = []
+            sends = [
+                packb(["ok", [[et(T_SEC), {"log": "a"}]], {"chunk": "a"}]),  # acked, peer closes
+                b"\xc1" + b"x" * 100,  # malformed msgpack
+                b"\x92\xa2am" + b"\xdd\x00\x03\xd0\x90" * 10,  # stalls: frame deadline
+                b"",  # silent: idle timeout
+                b"\x92\xa2am" + b"\xdd\x00\xff\xff\xff",  # over max_array_len
+            ]
+            for data in sends:
+                before = set(server.connections)
+                reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+                while not set(server.connections) - before:
+                    await asyncio.sleep(0.01)
+                (conn,) = set(server.connections) - before
+                refs.append(weakref.ref(conn))
+                del conn, before
+                writer.write(data)
+                with contextlib.suppress(ConnectionError, TimeoutError):
+                    if data.startswith(b"\x93"):
+                        await asyncio.wait_for(reader.read(64), T)  # the ack
+                        writer.close()
+                    while await asyncio.wait_for(reader.read(4096), T):
+                        pass
+                writer.close()
+                with contextlib.suppress(ConnectionError):
+                    await writer.wait_closed()
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + T
+            while server.connections:
+                assert loop.time() < deadline
+                await asyncio.sleep(0.02)
+            await asyncio.sleep(0.1)
+            alive = [r() for r in refs if r() is not None]
+            assert alive == [], [gc.get_referrers(c) for c in alive]
+    finally:
+        gc.enable()
