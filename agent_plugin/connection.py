@@ -16,12 +16,22 @@ Closing: a malformed request or failed handshake closes the connection with
 one warning naming the peer and the reason (never raised further: a bad peer
 loses only its own connection); an idle timeout or the peer leaving closes it
 quietly (debug log). Every close is counted by reason.
+
+Deadlines (one timer per connection, re-armed only when it fires or when an
+earlier deadline appears): ``idle_timeout`` since the last byte,
+``handshake_timeout`` since accept while the shared-key handshake is pending,
+and ``frame_timeout`` since the current request's first byte, so a peer
+dribbling a byte every few seconds cannot hold a slot. Time spent paused (we
+are the ones not reading) counts toward none of them. Connections beyond
+``max_connections``, or beyond ``max_connections_per_peer`` from one remote
+IP, are closed at once.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections import Counter
 from collections.abc import Generator
 from typing import Any
 
@@ -29,6 +39,7 @@ from logsieve.errors import ProtocolError
 
 from . import failpoints
 from .forward import (
+    ConnectionState,
     HandshakeFailed,
     HandshakeSucceeded,
     Heartbeat,
@@ -37,6 +48,7 @@ from .forward import (
     ServerConnection,
     encode_ack,
 )
+from .guards import BufferBudget, Deadline, PeerClock
 from .metrics import Metrics
 from .server_config import ServerConfig
 from .sink import RecordSink
@@ -56,12 +68,14 @@ def classify_protocol_error(exc: ProtocolError) -> str:
     return exc.reason
 
 
-def _peer_name(transport: asyncio.BaseTransport) -> str:
+def _peer_name(transport: asyncio.BaseTransport) -> tuple[str, str]:
+    """(``host:port`` for logs, the remote address the per-peer cap counts)."""
     peer = transport.get_extra_info("peername")
     if isinstance(peer, tuple) and len(peer) >= 2:
         host = f"[{peer[0]}]" if ":" in str(peer[0]) else str(peer[0])
-        return f"{host}:{peer[1]}"
-    return str(peer) if peer else "unknown peer"
+        return f"{host}:{peer[1]}", str(peer[0])
+    name = str(peer) if peer else "unknown peer"
+    return name, name
 
 
 class ForwardProtocol(asyncio.Protocol):
@@ -71,6 +85,8 @@ class ForwardProtocol(asyncio.Protocol):
     (unless the server is full, in which case it is closed at once and counted
     as refused) and leaves it when its socket is closed *and* no ``put`` is
     pending any more, so shutdown can wait for every in-flight request.
+    ``peers`` counts the registered connections per remote address; ``budget``
+    the bytes of unfinished requests of them all.
     """
 
     def __init__(
@@ -79,11 +95,17 @@ class ForwardProtocol(asyncio.Protocol):
         sink: RecordSink,
         metrics: Metrics,
         connections: set[ForwardProtocol],
+        peers: Counter[str] | None = None,
+        budget: BufferBudget | None = None,
     ) -> None:
         self._config = config
         self._sink = sink
         self._metrics = metrics
         self._connections = connections
+        self._peers: Counter[str] = peers if peers is not None else Counter()
+        self._peer_addr: str | None = None  # set once counted in _peers
+        self._budget = budget if budget is not None else BufferBudget(config.max_buffered_bytes)
+        self._budgeted = 0  # our share of the budget: bytes of the request in progress
         self._loop = asyncio.get_running_loop()
         self._conn = ServerConnection(config.limits, config.security)
         self._transport: asyncio.Transport | None = None
@@ -93,8 +115,12 @@ class ForwardProtocol(asyncio.Protocol):
         self._closing = False  # we or the peer started closing; no more processing
         self._lost = False
         self._received = 0
-        self._last_activity = self._loop.time()
-        self._idle_handle: asyncio.TimerHandle | None = None
+        self._clock = PeerClock(
+            config,
+            self._on_deadline,
+            paused=lambda: bool(self._paused),
+            awaiting_ping=lambda: self._conn.state is ConnectionState.AWAIT_PING,
+        )
         self._abort_handle: asyncio.TimerHandle | None = None
         self._drain_waiter: asyncio.Future[None] | None = None
         self.done: asyncio.Future[None] = self._loop.create_future()
@@ -105,30 +131,39 @@ class ForwardProtocol(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self._transport = transport
-        self.peer = _peer_name(transport)
-        if len(self._connections) >= self._config.max_connections:
+        self.peer, addr = _peer_name(transport)
+        full = len(self._connections) >= self._config.max_connections
+        if full or self._peers[addr] >= self._config.max_connections_per_peer:
             # Refuse by closing before reading anything: the client sees EOF or
             # a reset and retries, possibly on another node.
             self._metrics.connections_refused.inc()
-            log.debug("forward %s: refused, %d connections open", self.peer, len(self._connections))
+            log.debug(
+                "forward %s: refused, %d connections open (%d from this address)",
+                self.peer,
+                len(self._connections),
+                self._peers[addr],
+            )
             self._closing = self._lost = True
+            self._clock.stop()
             transport.close()
             self.done.set_result(None)
             return
         self._connections.add(self)
+        self._peers[addr] += 1
+        self._peer_addr = addr
         self._metrics.connections_total.inc()
         self._metrics.connections_open.inc()
         transport.set_write_buffer_limits(high=self._config.write_high_water)
         hello = self._conn.initiate()  # HELO, only when a shared key is set
         if hello:
             transport.write(hello)
-        self._arm_idle(self._config.idle_timeout)
+        self._clock.start()
 
     def data_received(self, data: bytes) -> None:
         if self._closing:
             return
         self._received += len(data)
-        self._last_activity = self._loop.time()
+        self._clock.touch()
         self._metrics.bytes_received.inc(len(data))
         try:
             self._conn.feed(data)
@@ -137,6 +172,7 @@ class ForwardProtocol(asyncio.Protocol):
             return
         if self._put_task is None:
             self._process()
+        self._track_frame()
         if self._conn.buffered:
             failpoints.hit("forward.partial")
 
@@ -163,10 +199,11 @@ class ForwardProtocol(asyncio.Protocol):
                 # Fluentd's default transport heartbeat: connect and close, no data.
                 self._metrics.heartbeats.labels(kind="connect").inc()
             log.debug("forward %s: peer closed (%s)", self.peer, exc or "eof")
+        self._release_budget()
         self._metrics.connections_open.dec()
-        for handle in (self._idle_handle, self._abort_handle):
-            if handle is not None:
-                handle.cancel()
+        self._clock.stop()
+        if self._abort_handle is not None:
+            self._abort_handle.cancel()
         self._settle()
 
     # -- shutdown hooks for the server ----------------------------------------------
@@ -272,8 +309,9 @@ class ForwardProtocol(asyncio.Protocol):
             return
         self._ack(batch)
         failpoints.hit("forward.acked")
-        self._last_activity = self._loop.time()
+        self._clock.touch()
         self._process()
+        self._track_frame()
         if self._put_task is None:
             self._resume("sink")
 
@@ -310,29 +348,53 @@ class ForwardProtocol(asyncio.Protocol):
         if not self._paused and self._transport is not None and not self._closing:
             self._transport.resume_reading()
 
-    def _arm_idle(self, delay: float | None) -> None:
-        if delay is not None:
-            self._idle_handle = self._loop.call_later(delay, self._on_idle)
+    def _track_frame(self) -> None:
+        """After processing: move the frame deadline and our share of the budget."""
+        if not self._closing:
+            self._clock.track(self._conn.frames, self._conn.buffered)
+        held = 0 if self._closing else self._conn.in_frame
+        before, self._budgeted = self._budgeted, held
+        if self._budget.update(before, held):
+            self._shed()
 
-    def _on_idle(self) -> None:
-        timeout = self._config.idle_timeout
-        if self._closing or timeout is None:
+    @property
+    def in_frame(self) -> int:
+        """Bytes of the request in progress counted against the server's budget."""
+        return self._budgeted
+
+    def _release_budget(self) -> None:
+        self._budget.update(self._budgeted, 0)
+        self._budgeted = 0
+
+    def _shed(self) -> None:
+        """Over the server's buffer budget: close the connection holding the most."""
+        victim = max(self._connections, key=lambda c: c.in_frame, default=self)
+        log.warning(
+            "forward %s: closing connection: %d bytes of unfinished requests on all "
+            "connections passed max_buffered_bytes (%d); this one held %d",
+            victim.peer,
+            self._budget.total,
+            self._budget.limit,
+            victim.in_frame,
+        )
+        victim.close("overload")
+
+    def _on_deadline(self, deadline: Deadline) -> None:
+        if self._closing:
             return
-        now = self._loop.time()
-        if self._paused:
-            # We are the ones waiting (sink, slow ack reader, shutdown): not idle.
-            self._last_activity = now
-        remaining = self._last_activity + timeout - now
-        if remaining > 0:
-            self._arm_idle(remaining)
-            return
-        log.debug("forward %s: idle for %.0f s, closing", self.peer, timeout)
-        self._close("idle")
+        if deadline.reason == "idle":
+            log.debug("forward %s: idle, closing", self.peer)
+        else:
+            # A client that means well meets neither deadline: say so once.
+            log.warning("forward %s: closing connection: %s passed", self.peer, deadline.reason)
+        self._close(deadline.reason)
 
     def _fail(self, exc: ProtocolError) -> None:
         reason = classify_protocol_error(exc)
         self._metrics.malformed_frames.labels(reason=reason).inc()
-        log.warning("forward %s: closing connection: %s", self.peer, exc)
+        # str(exc), not exc: a handler that keeps records (a test's capture, a
+        # memory handler) would keep the traceback, its frames and this connection.
+        log.warning("forward %s: closing connection: %s", self.peer, str(exc))
         self._close("protocol")
 
     def _count_close(self, reason: str) -> None:
@@ -343,8 +405,8 @@ class ForwardProtocol(asyncio.Protocol):
             return
         self._closing = True
         self._count_close(reason)
-        if self._idle_handle is not None:
-            self._idle_handle.cancel()
+        self._release_budget()
+        self._clock.stop()
         if self._transport is not None:
             self._transport.close()
             if not self._lost:
@@ -361,6 +423,10 @@ class ForwardProtocol(asyncio.Protocol):
         self._check_drained()
         if self._lost and self._put_task is None and not self.done.done():
             self._connections.discard(self)
+            if self._peer_addr is not None:
+                self._peers[self._peer_addr] -= 1
+                if self._peers[self._peer_addr] <= 0:
+                    del self._peers[self._peer_addr]
             self.done.set_result(None)
 
     def __repr__(self) -> str:

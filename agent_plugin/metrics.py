@@ -92,11 +92,14 @@ class Metrics:
             p + "connections", "TCP connections accepted (refused ones excluded).", registry=reg
         )
         self.connections_refused = Counter(
-            p + "connections_refused", "Connections closed at once: max_connections.", registry=reg
+            p + "connections_refused",
+            "Connections closed at once: max_connections or max_connections_per_peer.",
+            registry=reg,
         )
         self.connections_closed = Counter(
             p + "connections_closed",
-            "Closed connections by reason (peer, idle, protocol, handshake, sink, shutdown).",
+            "Closed connections by reason (peer, idle, protocol, handshake, sink, shutdown, "
+            "handshake_timeout, frame_timeout, overload).",
             ["reason"],
             registry=reg,
         )

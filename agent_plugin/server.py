@@ -21,12 +21,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
+from collections import Counter
 from typing import Any, cast
 
 from logsieve.errors import ConfigError
 
 from .connection import ForwardProtocol
 from .forward import UDP_HEARTBEAT_REPLY
+from .guards import BufferBudget
+from .malloc_policy import pin_mmap_threshold
 from .metrics import Metrics
 from .server_config import ServerConfig
 from .sink import RecordSink
@@ -107,6 +110,8 @@ class ForwardServer:
         self.metrics = metrics if metrics is not None else Metrics()
         self.port = config.port
         self.connections: set[ForwardProtocol] = set()
+        self._peers: Counter[str] = Counter()  # registered connections per remote address
+        self._budget = BufferBudget(config.max_buffered_bytes)
         self._server: asyncio.Server | None = None
         self._udp: asyncio.DatagramTransport | None = None
         self.metrics.buffered_bytes.set_function(self._buffered_bytes)
@@ -122,13 +127,18 @@ class ForwardServer:
             raise RuntimeError("ForwardServer already started")
         loop = asyncio.get_running_loop()
         context = build_ssl_context(self.config)
+        # Buffers of hostile (or just large) requests go back to the OS once freed.
+        pin_mmap_threshold()
         self._server = await loop.create_server(
-            lambda: ForwardProtocol(self.config, self.sink, self.metrics, self.connections),
+            lambda: ForwardProtocol(
+                self.config, self.sink, self.metrics, self.connections, self._peers, self._budget
+            ),
             self.config.host,
             self.config.port,
             ssl=context,
             reuse_address=True,
             backlog=min(1024, max(100, self.config.max_connections)),
+            ssl_handshake_timeout=self.config.handshake_timeout if context else None,
         )
         self.port = self._server.sockets[0].getsockname()[1]
         if self.config.udp_heartbeat:

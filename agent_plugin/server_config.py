@@ -69,10 +69,33 @@ class ServerConfig:
         max_connections: Open TCP connections allowed; extra ones are closed
             at once (the client retries). Fluent Bit keeps 2 workers' worth
             of keepalive connections per node, so this is a generous cap.
+        max_connections_per_peer: Open TCP connections allowed from one
+            remote IP address, so one host (a hostile or runaway client)
+            cannot take every slot; extra ones are closed at once. An agent
+            opens a handful; raise it when many clients reach logsieve
+            through one NAT or proxy address. A value >= max_connections
+            turns it off.
         idle_timeout: Seconds without data before a connection is closed
             quietly (None: never). Time spent waiting on the sink or on a slow
             reader of our acks does not count as idle.
+        handshake_timeout: Seconds from accept within which a client must
+            complete the shared-key handshake (its PING must arrive and
+            pass), and the TLS handshake when TLS is on; None: no deadline.
+            A real client answers the HELO at once.
+        frame_timeout: Seconds within which a request, once its first byte
+            arrived, must arrive whole (None: no deadline). The idle timer
+            restarts on every byte, so without it a peer sending one byte
+            every few seconds would hold its connection (and its buffer)
+            forever. Time the server spends not reading (waiting on the
+            sink) does not count. The default leaves a 16 MiB request a
+            60 s transfer, i.e. about 2 Mbit/s.
         limits: Per-request decoding bounds (frame, decompressed size, ...).
+        max_buffered_bytes: Bytes of unfinished requests held across all
+            connections (each connection holds at most ``limits.max_frame_bytes``,
+            about twice that in memory). Past it the connection holding the most
+            is closed (reason ``overload``; a real client resends), so
+            ``max_connections`` peers each sending most of a maximal request
+            cannot add up to gigabytes. At least ``limits.max_frame_bytes``.
         write_high_water: Bytes of unsent replies (acks, HELO/PONG) at which
             the connection stops reading, so a client that never reads its
             acks cannot make us buffer without bound.
@@ -90,8 +113,12 @@ class ServerConfig:
     users: Mapping[str, str] = field(default_factory=dict)
     self_hostname: str = "logsieve"
     max_connections: int = 1024
+    max_connections_per_peer: int = 64
     idle_timeout: float | None = 300.0
+    handshake_timeout: float | None = 10.0
+    frame_timeout: float | None = 60.0
     limits: ForwardLimits = field(default_factory=ForwardLimits)
+    max_buffered_bytes: int = 256 * 1024 * 1024
     write_high_water: int = 64 * 1024
     metrics_host: str = "127.0.0.1"
     metrics_port: int = 2021
@@ -127,17 +154,24 @@ class ServerConfig:
                 f"{_SECTION}.users", sorted(self.users), "needs shared_key (it may be empty)"
             )
         object.__setattr__(self, "users", MappingProxyType(dict(self.users)))
-        if (
-            isinstance(self.max_connections, bool)
-            or not isinstance(self.max_connections, int)
-            or self.max_connections < 1
-        ):
-            raise ConfigError(
-                f"{_SECTION}.max_connections", self.max_connections, "a positive integer"
-            )
-        _check_seconds("idle_timeout", self.idle_timeout, optional=True)
+        for name in ("max_connections", "max_connections_per_peer"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"{_SECTION}.{name}", value, "a positive integer")
+        for name in ("idle_timeout", "handshake_timeout", "frame_timeout"):
+            _check_seconds(name, getattr(self, name), optional=True)
         if not isinstance(self.limits, ForwardLimits):
             raise ConfigError(f"{_SECTION}.limits", self.limits, "a ForwardLimits")
+        if (
+            isinstance(self.max_buffered_bytes, bool)
+            or not isinstance(self.max_buffered_bytes, int)
+            or self.max_buffered_bytes < self.limits.max_frame_bytes
+        ):
+            raise ConfigError(
+                f"{_SECTION}.max_buffered_bytes",
+                self.max_buffered_bytes,
+                f"an integer >= limits.max_frame_bytes ({self.limits.max_frame_bytes})",
+            )
         if (
             isinstance(self.write_high_water, bool)
             or not isinstance(self.write_high_water, int)

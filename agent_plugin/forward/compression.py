@@ -44,25 +44,30 @@ def gunzip_bounded(payload: bytes, limit: int) -> bytes:
     Raises ProtocolError when the output would exceed ``limit``, when a member
     is corrupt or truncated, or when bytes after a member are not gzip.
     """
-    out = bytearray()
+    # Members' outputs are joined once at the end (one member, the usual case: no
+    # copy at all); growing one buffer would hold two or three copies at the peak.
+    parts: list[bytes] = []
+    total = 0
     data = payload
     member = 0
     while data:
         inflater = zlib.decompressobj(_GZIP_WBITS)
-        room = limit - len(out)
+        room = limit - total
         try:
             # Ask for one byte more than allowed: getting it proves the bound is
             # exceeded without inflating the rest.
-            out += inflater.decompress(data, room + 1)
+            part = inflater.decompress(data, room + 1)
         except zlib.error as exc:
             raise CompressionError(
                 f"gzip member {member} of a CompressedPackedForward payload is corrupt: {exc}"
             ) from None
-        if len(out) > limit:
+        total += len(part)
+        if total > limit:
             raise LimitExceeded(
                 f"decompressed PackedForward payload exceeds max_decompressed_bytes "
                 f"(more than {limit} bytes from {len(payload)} compressed)"
             )
+        parts.append(part)
         # Output below the cap means zlib consumed all the input it could; if the
         # member has not ended, its tail is missing.
         if not inflater.eof:
@@ -71,4 +76,4 @@ def gunzip_bounded(payload: bytes, limit: int) -> bytes:
             )
         data = inflater.unused_data
         member += 1
-    return bytes(out)
+    return parts[0] if len(parts) == 1 else b"".join(parts)

@@ -40,7 +40,7 @@ import time
 from collections.abc import Callable, Iterator
 from enum import Enum
 
-from logsieve.errors import ProtocolError
+from logsieve.errors import LimitExceeded, ProtocolError
 
 from .codec import FrameDecoder
 from .events import Event, HandshakeFailed
@@ -90,6 +90,9 @@ class ServerConnection:
         self._state = (
             ConnectionState.AWAIT_PING if self._handshake is not None else ConnectionState.TRANSPORT
         )
+        if self._state is ConnectionState.AWAIT_PING:
+            # An unauthenticated peer may make us buffer one small PING, no more.
+            self._decoder.limit_frames(self.limits.max_handshake_bytes, "max_handshake_bytes")
         self._closed_reason = ""
 
     @property
@@ -101,6 +104,16 @@ class ServerConnection:
     def buffered(self) -> int:
         """Bytes received and not yet turned into events (for a gauge)."""
         return self._decoder.buffered
+
+    @property
+    def in_frame(self) -> int:
+        """Bytes of the request being received (the server's buffer budget counts them)."""
+        return self._decoder.in_frame
+
+    @property
+    def frames(self) -> int:
+        """Complete requests decoded so far (a change means a request finished)."""
+        return self._decoder.frames
 
     def initiate(self) -> bytes:
         """Bytes to write right after accept: the HELO, or ``b""`` without security."""
@@ -122,8 +135,22 @@ class ServerConnection:
             event: Event
             try:
                 frame = next(self._decoder, None)
-                if frame is None:
-                    return
+            except LimitExceeded as exc:
+                if self._handshake is None or self._state is not ConnectionState.AWAIT_PING:
+                    self._close(str(exc))
+                    raise
+                # Too big to be a PING: the handshake fails, as it would for the
+                # whole data request a client without a shared key sends here.
+                refused = self._handshake.refuse(exc)
+                self._close(str(refused.error))
+                yield refused
+                return
+            except ProtocolError as exc:
+                self._close(str(exc))
+                raise
+            if frame is None:
+                return
+            try:
                 if self._handshake is not None and self._state is ConnectionState.AWAIT_PING:
                     # Before a successful handshake, whatever arrives is taken as
                     # the PING; a data request here fails the handshake.
@@ -132,6 +159,7 @@ class ServerConnection:
                         self._close(str(event.error))
                     else:
                         self._state = ConnectionState.TRANSPORT
+                        self._decoder.limit_frames(None)
                 else:
                     event = decode_request(frame, self.limits, self._now_ns)
             except ProtocolError as exc:

@@ -246,6 +246,13 @@ class ServerHandshake:
             ping.username if self.config.user_auth else b"",
         )
 
+    def refuse(self, error: ProtocolError) -> HandshakeFailed:
+        """Fail the handshake for a first frame that cannot even be read as a PING
+        (e.g. larger than ``max_handshake_bytes``: a data request from a client that
+        has no shared key configured, cut off before it is whole)."""
+        self._done = True
+        return self._fail(REASON_INVALID_PING, HandshakeError(f"{REASON_INVALID_PING}: {error}"))
+
     def _user_ok(self, ping: Ping) -> bool:
         password = self._users.get(ping.username)
         if password is None:

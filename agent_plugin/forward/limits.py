@@ -32,6 +32,9 @@ class ForwardLimits:
             carry, counting skipped ones (group markers, invalid times).
         max_collection_len: Longest array or map allowed anywhere inside a record
             or option map.
+        max_handshake_bytes: Largest request before the shared-key handshake
+            succeeded (the PING: a few hundred bytes), so a peer that has not
+            authenticated can make the server buffer this much at most.
         max_nesting_depth: Deepest nesting of arrays/maps inside one record that
             is converted; deeper input is rejected rather than risking recursion
             limits.
@@ -42,6 +45,7 @@ class ForwardLimits:
     max_records_per_frame: int = 250_000
     max_collection_len: int = 100_000
     max_nesting_depth: int = 100
+    max_handshake_bytes: int = 16 * 1024
 
     def __post_init__(self) -> None:
         for name in (
@@ -50,6 +54,7 @@ class ForwardLimits:
             "max_records_per_frame",
             "max_collection_len",
             "max_nesting_depth",
+            "max_handshake_bytes",
         ):
             value = getattr(self, name)
             # bool is an int subclass; `True` as a byte limit is a config typo.
@@ -59,6 +64,11 @@ class ForwardLimits:
         # every real client into a stream of "exceeds limit" disconnects.
         if self.max_frame_bytes < 64:
             raise ConfigError("forward.max_frame_bytes", self.max_frame_bytes, "at least 64")
+        if self.max_handshake_bytes < 1024:
+            # A PING with a long hostname, user name and password must fit.
+            raise ConfigError(
+                "forward.max_handshake_bytes", self.max_handshake_bytes, "at least 1024"
+            )
         if self.max_nesting_depth > 500:
             # The record converter recurses once per level; stay well under
             # Python's default recursion limit of 1000.

@@ -183,6 +183,7 @@ def _packed(
         raise CompressionError("compressed=zstd is not supported; configure the client for gzip")
     if compression == "gzip":
         payload = gunzip_bounded(payload, limits.max_decompressed_bytes)
+    _scan_packed(payload, limits)
     # Fast path: let msgpack decode the strings in C (raw=False). The first str that is
     # not UTF-8 sends the whole payload back through the raw path, where such strings
     # stay bytes; either way the records come out the same (values.py's rule).
@@ -192,6 +193,36 @@ def _packed(
         entries, text = list(_iter_packed(payload, limits, raw=True)), False
     _entries(batch, entries, limits, now_ns, text)
     return batch
+
+
+def _scan_packed(payload: bytes, limits: ForwardLimits) -> None:
+    """Check that ``payload`` is whole entries, at most ``max_records_per_frame``,
+    before anything is built: unpacking a dangling array/map header would first
+    allocate the length it declares (a few bytes asking for megabytes). msgpack's
+    ``skip`` builds no objects."""
+    if not payload:
+        return
+    scanner = msgpack.Unpacker(max_buffer_size=len(payload))
+    scanner.feed(payload)
+    count = end = 0  # complete entries, and the offset just past the last one
+    try:
+        while end < len(payload):
+            scanner.skip()
+            count, end = count + 1, scanner.tell()
+            if count > limits.max_records_per_frame:
+                raise LimitExceeded(
+                    f"packed_forward payload carries more than {limits.max_records_per_frame} "
+                    "entries (limit max_records_per_frame)"
+                )
+    except msgpack.OutOfData:
+        raise ProtocolError(
+            f"PackedForward payload ends inside entry {count} "
+            f"({len(payload) - end} trailing bytes of {len(payload)})"
+        ) from None
+    except (ValueError, msgpack.UnpackException) as exc:
+        raise MalformedMsgpack(
+            f"malformed msgpack in PackedForward entry {count}: {type(exc).__name__}: {exc}"
+        ) from exc
 
 
 def _iter_packed(payload: bytes, limits: ForwardLimits, *, raw: bool) -> Iterable[Any]:

@@ -51,9 +51,9 @@ def test_entries_round_trip_and_reading_stops_at_a_torn_or_corrupt_entry() -> No
 
 
 def test_config_names_the_bad_key() -> None:
-    with pytest.raises(ConfigError, match="durability.fsync"):
+    with pytest.raises(ConfigError, match=r"durability\.fsync"):
         DurabilityConfig(dir=Path("/tmp/x"), fsync="sometimes")  # type: ignore[arg-type]
-    with pytest.raises(ConfigError, match="durability.max_bytes"):
+    with pytest.raises(ConfigError, match=r"durability\.max_bytes"):
         DurabilityConfig(segment_bytes=64 * MIB, max_bytes=100 * MIB)
     assert DurabilityConfig.from_dict({"dir": "/var/lib/x"}).dir == Path("/var/lib/x")
 
