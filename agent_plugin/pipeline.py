@@ -54,19 +54,17 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping
-from typing import Any, Protocol, get_args
+from collections.abc import Callable, Iterable
+from typing import Any, Protocol
 
 from logsieve.bundle import Bundle
 from logsieve.engine.windows import WindowEngine
 from logsieve.engine.worker import EngineLostError
 from logsieve.errors import LogsieveError
 from logsieve.incidents import Incident, IncidentMerger
-from logsieve.logs.lineformat import LineParser
 from logsieve.logs.pipeline import Event, LinePipeline
-from logsieve.logs.records import LogRecord
 from logsieve.logs.vocab import Vocab
-from logsieve.logs.windows import CloseReason, SessionWindower, Window
+from logsieve.logs.windows import Window
 from logsieve.verdict import (
     ScoredWindow,
     Verdict,
@@ -79,14 +77,14 @@ from . import failpoints
 from .flags import FlagBuilder, enrich
 from .forward import LogRecord as ForwardRecord
 from .forward import RecordBatch
-from .forward.eventtime import MAX_EVENT_SECONDS
 from .ledger import Ledger, ReplayPlan
 from .novelty_outlet import NoveltyOutlet
 from .pipeline_config import PipelineConfig
 from .pipeline_metrics import PipelineMetrics
+from .record_reader import RecordReader
+from .replay import replay_records
 from .served_model import ServedModel, served_model
 from .supervision import RateLimitedLog
-from .timecheck import untrusted_time
 from .wal import WalRecord
 
 __all__ = ["FlagSender", "PipelineClosedError", "PipelineFailedError", "StreamingPipeline"]
@@ -153,18 +151,9 @@ class StreamingPipeline:
         self.upstream = upstream
         model = served_model(bundle, engine, config)
         log_config = bundle.log_config
-        self.text_fields = config.text_fields or log_config.text_fields
-        # Only per-host (sliding) windows read a record's host; session keys never do.
-        self._needs_host = log_config.windows.kind == "sliding"
         self.lines = LinePipeline(
             log_config, model.matcher, clock=clock if config.idle_close > 0 else None
         )
-        # A record whose text is a whole raw line (Fluent Bit tail without a parser) is
-        # split by the training data's own parser, so it templates and windows as in
-        # training; text that does not parse as a raw line is content already.
-        line_format = bundle.line_format if config.raw_lines else None
-        self.raw_parser = LineParser(line_format) if line_format is not None else None
-        self.raw_counts = {"parsed": 0, "as_is": 0}
         self.incidents = IncidentMerger.for_windows(log_config.windows, bundle.model_id)
         self._model = model  # current; a reload replaces it (swap_model)
         self._model_of: dict[int, ServedModel] = {}  # id(queued window) -> its model
@@ -175,6 +164,14 @@ class StreamingPipeline:
         self._clock = clock
         self._wall = wall_clock
         self._drop_log = RateLimitedLog(log)
+        self.reader = RecordReader(
+            config,
+            bundle,
+            self.metrics,
+            watermark=lambda: self.lines.windower.watermark,
+            wall_clock=wall_clock,
+            log=self._drop_log,
+        )
         self._queue: asyncio.Queue[Window[Event] | object] = asyncio.Queue(config.queue_size)
         self._held: dict[int, tuple[Event, ForwardRecord]] = {}  # pass-through, by id(event)
         self._max_time: float | None = None
@@ -312,12 +309,9 @@ class StreamingPipeline:
         m = self.metrics
         no_text = unknown = parsed = dropped = 0
         # Hoisted: this loop runs once per record and is most of the server's Python.
-        text_of, feed, pass_through = self._text, self.lines.feed_event, self.config.pass_through
-        host_of = self._host if self._needs_host else None
-        parse_raw = self.raw_parser.parse_raw if self.raw_parser is not None else None
-        # Event times past this are not trusted (timecheck); read once per frame. Never
-        # past 2106 either: a window's flag must re-encode its times as EventTime.
-        trusted_until = min(self._wall() + self.config.max_future_skew, MAX_EVENT_SECONDS - 1)
+        reader, feed, pass_through = self.reader, self.lines.feed_event, self.config.pass_through
+        text_of, line_of = reader.text, reader.line
+        trusted_until = reader.trusted_until()  # read once per frame
         # Written (and under fsync "always" synced) before windowing: the ack follows.
         first = None
         if self.ledger is not None:
@@ -333,15 +327,8 @@ class StreamingPipeline:
                     if pass_through:
                         await self._pass(rec, None)
                     continue
-                host = host_of(rec.record) if host_of is not None else None
-                if parse_raw is not None and (line := parse_raw(text)) is not None:
-                    parsed += 1
-                    record = _own_line(line, rec.time, host)
-                else:
-                    record = LogRecord(rec.time, host, text)
-                when = record.time
-                if when is not None and not 0 < when <= trusted_until:
-                    record = self._retime(record, trusted_until)
+                record, raw = line_of(text, rec.record, rec.time, trusted_until)
+                parsed += raw
                 seq = first + i if first is not None else -1
                 event, keys, closed = feed(record, rec.record, seq=seq)
             except Exception as exc:  # one bad record never ends the connection's batch
@@ -369,31 +356,9 @@ class StreamingPipeline:
         if unknown:
             m.unknown_lines.inc(unknown)
         windowed = len(batch.records) - no_text - dropped
-        if parse_raw is not None:
-            m.raw_lines.labels(outcome="parsed").inc(parsed)
-            m.raw_lines.labels(outcome="as_is").inc(windowed - parsed)
-            self.raw_counts["parsed"] += parsed
-            self.raw_counts["as_is"] += windowed - parsed
+        reader.count_raw(parsed, windowed)
         m.records.labels(outcome="no_text").inc(no_text)
         m.records.labels(outcome="windowed").inc(windowed)
-
-    def _retime(self, record: LogRecord, trusted_until: float) -> LogRecord:
-        """``record`` without its untrusted time: the windower places it at the current
-        event time, as any record without one (see :mod:`.timecheck` for why)."""
-        assert record.time is not None
-        reason = untrusted_time(record.time, trusted_until) or "future"
-        self.metrics.retimed.labels(reason=reason).inc()
-        self._drop_log.warn(
-            f"time:{reason}",
-            "event time %r not trusted (%s; trusted until %.0f): windowed at the current "
-            "event time",
-            record.time,
-            reason,
-            trusted_until,
-        )
-        # No time: the windower's current one. Before it has any, the receive time.
-        now = None if self.lines.windower.watermark is not None else self._wall()
-        return LogRecord(now, record.host, record.text)
 
     def _drop(self, item: str, exc: Exception, where: str) -> None:
         """Count and (rate-limited) log one ``item`` whose handling raised ``exc``."""
@@ -404,49 +369,19 @@ class StreamingPipeline:
         )
 
     async def replay(self, records: list[WalRecord], plan: ReplayPlan) -> None:
-        """Window again the records a restart found in the write-ahead log (before the
-        server accepts anything): windows closed before the crash and not yet done are
-        formed exactly as they closed, done ones not at all (:mod:`.ledger`)."""
-        ledger = self.ledger
-        assert ledger is not None and self._state == "running"
-        ledger.done_spans = plan.done_spans
-        parse_raw = self.raw_parser.parse_raw if self.raw_parser is not None else None
-        for wr in records:
-            text = self._text(wr.record)
-            if text is None:
-                continue  # never windowed: it went on (pass-through) when it came
-            host = self._host(wr.record) if self._needs_host else None
-            line = parse_raw(text) if parse_raw is not None else None
-            rec_time = wr.time_ns / 1e9
-            record = _own_line(line, rec_time, host) if line else LogRecord(rec_time, host, text)
-            trusted_until = min(self._wall() + self.config.max_future_skew, MAX_EVENT_SECONDS - 1)
-            if record.time is not None and not 0 < record.time <= trusted_until:
-                record = self._retime(record, trusted_until)
-            keys = plan.keys_for(wr.lsn, self.lines.keys.keys(record, wr.record))
-            if not keys:
-                continue  # every window it was in has its verdict delivered
-            event, keys, closed = self.lines.feed_event(record, wr.record, seq=wr.lsn, keys=keys)
-            ledger.replayed_records += 1
-            when = record.time
-            if when is not None and (self._max_time is None or when > self._max_time):
-                self._max_time, self._max_time_seen_at = when, self._clock()
-            if self.config.pass_through:
-                fwd = ForwardRecord(wr.tag, rec_time, wr.time_ns, wr.record, wr.metadata)
-                self._held[id(event)] = (event, fwd)
-            windower = self.lines.windower
-            for closure in plan.completes(wr.lsn, keys):
-                if isinstance(windower, SessionWindower):
-                    window = windower.close_key(closure.key, _reason(closure.reason))
-                    if window is not None:
-                        closed.append(window)
-            for window in closed:
-                ledger.replayed_windows += 1
-                await self._enqueue(window)
-        log.warning(
-            "write-ahead log: %d record(s) windowed again, %d window(s) closed by the replay",
-            ledger.replayed_records,
-            ledger.replayed_windows,
-        )
+        """Window again the records a restart found in the write-ahead log, before the
+        server accepts anything (:func:`.replay.replay_records`)."""
+        assert self.ledger is not None and self._state == "running"
+        await replay_records(self, self.ledger, records, plan)
+
+    def note_time(self, when: float | None) -> None:
+        """Move the watermark's base to ``when`` if it is the latest event time yet."""
+        if when is not None and (self._max_time is None or when > self._max_time):
+            self._max_time, self._max_time_seen_at = when, self._clock()
+
+    def hold(self, event: Event, rec: ForwardRecord) -> None:
+        """Keep a pass-through record until its window closes."""
+        self._held[id(event)] = (event, rec)
 
     def open_lsns(self) -> Iterable[int]:
         """The write-ahead-log numbers of the records in open windows."""
@@ -454,24 +389,9 @@ class StreamingPipeline:
             for event in items:
                 yield event.seq
 
-    def _text(self, record: Mapping[Any, Any]) -> str | None:
-        for name in self.text_fields:
-            value = record.get(name)
-            if isinstance(value, bytes):
-                value = value.decode("utf-8", errors="replace")
-            if isinstance(value, str) and value:
-                # One line per record: a trailing newline from tail inputs is not content.
-                return value.rstrip("\r\n") or None
-        return None
-
-    def _host(self, record: Mapping[Any, Any]) -> str | None:
-        for name in self.config.host_fields:
-            value = record.get(name)
-            if isinstance(value, bytes):
-                value = value.decode("utf-8", errors="replace")
-            if isinstance(value, str) and value:
-                return value
-        return None
+    async def enqueue(self, window: Window[Event]) -> None:
+        """Queue a closed window for the engine (waits while the queue is full)."""
+        await self._enqueue(window)
 
     async def _enqueue(self, window: Window[Event]) -> None:
         ledger = self.ledger
@@ -749,24 +669,6 @@ class StreamingPipeline:
         return {
             **self.lines.stats(),
             "queue_depth": self.queue_depth,
-            "raw_parsed": self.raw_counts["parsed"],
-            "raw_as_is": self.raw_counts["as_is"],
+            "raw_parsed": self.reader.raw_counts["parsed"],
+            "raw_as_is": self.reader.raw_counts["as_is"],
         }
-
-
-def _own_line(line: LogRecord, record_time: float, host: str | None) -> LogRecord:
-    """A whole raw line parsed by the bundle's format, as the pipeline windows it.
-
-    The line's own time and host win over the record's: Forward records always carry a
-    time, which for tail without a parser is when the agent read the line; training
-    windowed on the line's time and node. A time the pipeline does not trust (far
-    future, before 1970) is then replaced as any record's is (:mod:`.timecheck`).
-    """
-    if line.time is not None and (line.host is not None or host is None):
-        return line
-    own = line.time if line.time is not None else record_time
-    return LogRecord(own, line.host or host, line.text)
-
-
-def _reason(name: str) -> CloseReason:
-    return name if name in get_args(CloseReason) else "flush"  # type: ignore[return-value]

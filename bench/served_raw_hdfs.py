@@ -44,7 +44,7 @@ async def main(bundle_path: Path) -> None:
     received = svc.metrics.records_received.labels(mode="message")
     while sample_value(received) < len(events):
         await asyncio.sleep(0.05)
-    parsed = dict(svc.pipeline.raw_counts)
+    parsed = dict(svc.pipeline.reader.raw_counts)
     await svc.stop()
     await rx.stop()
     keys = {f["key"] for f in rx.flags("logsieve.flag") if f["verdict"] == "anomaly"}
