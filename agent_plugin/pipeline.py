@@ -147,6 +147,7 @@ class StreamingPipeline:
         self._closing: set[asyncio.Future[None]] = set()  # retired engines being closed
         self.metrics = metrics if metrics is not None else PipelineMetrics()
         self.metrics.set_model(model.model_id, bundle.detector, str(bundle.path))
+        self.metrics.count_cache(model.cache_stats)
         self._clock = clock
         self._queue: asyncio.Queue[Window[Event] | object] = asyncio.Queue(config.queue_size)
         self._held: dict[int, tuple[Event, ForwardRecord]] = {}  # pass-through, by id(event)
@@ -201,6 +202,7 @@ class StreamingPipeline:
         old, self._model = self._model, model
         self.incidents.model_id = model.model_id  # incidents opened from now on
         self.metrics.set_model(model.model_id, model.bundle.detector, str(model.bundle.path))
+        self.metrics.count_cache(model.cache_stats)
         old.retired = True
         self._retired.append(old)
         for old_id, new in self.lines.use_matcher(model.matcher).items():
