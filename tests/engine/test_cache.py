@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import random
 from dataclasses import replace
+from typing import Any
 
 import pytest
 
@@ -31,21 +32,17 @@ class CountingEngine:
         return self.engine.score(ids, lengths)
 
 
-def counted(
-    bundle: Bundle, engine: Engine, **log: object
-) -> tuple[CountingEngine, LocalWindowEngine]:
+def counted(bundle: Bundle, engine: Engine, **log: Any) -> tuple[CountingEngine, LocalWindowEngine]:
     shim = CountingEngine(engine)
     assert bundle.vocab is not None
     return shim, LocalWindowEngine(shim, bundle.vocab, replace(bundle.log_config, **log))
 
 
-def cached(
-    inner: LocalWindowEngine, entries: int = 1000, size: int = 10**7, **kw: object
-) -> CachedWindowEngine:
+def cached(inner: LocalWindowEngine, entries: int = 1000, size: int = 10**7) -> CachedWindowEngine:
     config = inner.config
     return CachedWindowEngine(
         inner,
-        VerdictCache(entries, size, kw.get("stats")),  # type: ignore[arg-type]
+        VerdictCache(entries, size),
         n_templates=inner.vocab.n_templates,
         max_len=config.max_len,
         truncate=config.truncate,
