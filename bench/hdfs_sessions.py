@@ -8,9 +8,10 @@ all of them. This stream draws sessions (block event sequences) from a split of
 each a fresh block id and renders each event as a raw HDFS line of that event's
 template (a real line of ``hdfs/raw/`` with its block id replaced; eight rare events no
 raw file holds are written from their template). ``concurrent`` sessions are open at a
-time, their lines interleaved at random; event time advances ``seconds_per_line`` per
-line, so a block's lines stay within hours and its window closes (a day of event-time
-quiet) a few ten thousand lines after its last one.
+time on each connection (:class:`SessionStream`), their lines interleaved at random;
+event time advances ``seconds_per_line`` per line, so a block's lines stay within hours
+and its window closes (a day of event-time quiet) a few ten thousand lines after its
+last one.
 
 Draws are with replacement, so a long run would repeat even the sessions the split
 holds once. Those stand for the traffic's never-seen-before sessions (Good-Turing: the
@@ -159,7 +160,15 @@ class _Split:
 
 class SessionStream:
     """Sessions drawn from ``hdfs/sessions/<normal>`` (and ``<abnormal>`` at
-    ``anomaly_share``), rendered as records; see the module docstring."""
+    ``anomaly_share``), rendered as records; see the module docstring.
+
+    Each :meth:`cursor` interleaves its own open sessions: the load generator gives
+    every connection one, like an agent per host, so a session's lines reach the
+    server in order (a cursor shared by two connections would let frames of one
+    overtake the other's and shuffle the lines of the sessions they split).
+    """
+
+    per_connection = True
 
     def __init__(
         self,

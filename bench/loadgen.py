@@ -38,7 +38,7 @@ import time
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 import msgpack
 
@@ -57,6 +57,7 @@ class Lines:
     times: list[int]
     packed: list[bytes]
     source: str
+    per_connection: ClassVar[bool] = False  # one file, its chunks shared by the connections
 
     @property
     def span(self) -> int:
@@ -71,6 +72,9 @@ class Stream(Protocol):
     """Where frames come from: :class:`Lines` or ``hdfs_sessions.SessionStream``."""
 
     source: str
+    # True: each connection gets its own cursor (an agent with its own sessions, whose
+    # lines then reach the server in order); False: one cursor shared by all.
+    per_connection: ClassVar[bool]
 
     def cursor(self, chunk: int) -> Any:
         """An object whose ``next_entries()`` gives ``(PackedForward entries, count)``."""
@@ -215,13 +219,14 @@ async def run_load(
 ) -> LoadResult:
     """Drive the server at ``127.0.0.1:port`` for ``duration`` s; see the module docstring."""
     counts = {"records_sent": 0, "records_acked": 0, "frames_sent": 0, "frames_acked": 0}
-    cursor = lines.cursor(chunk)
+    shared = lines.cursor(chunk)
+    cursors = [lines.cursor(chunk) if lines.per_connection else shared for _ in range(connections)]
     pace = _Pace(rate)
     start = time.monotonic()
     await asyncio.gather(
         *(
             _connection(port, cursor, pace, start + duration, window, tag, counts)
-            for _ in range(connections)
+            for cursor in cursors
         )
     )
     seconds = time.monotonic() - start
