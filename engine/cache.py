@@ -67,6 +67,8 @@ class CacheStats:
     its counters keep counting over a model change and its size is the sum of the
     caches alive.
 
+    Counted per batch once the engine answered it (a failed batch counts nothing).
+
     Attributes:
         hits: Windows answered from the cache.
         misses: Windows the engine scored (one per distinct window of a batch).
@@ -170,9 +172,10 @@ def _size(key: _Key, probs: array[float]) -> int:
 class _Plan:
     """One batch split into cache hits and the distinct windows the engine must score."""
 
-    __slots__ = ("keys", "out", "rows", "todo", "where")
+    __slots__ = ("duplicates", "hits", "keys", "out", "rows", "todo", "where")
 
     def __init__(self, n: int) -> None:
+        self.hits = self.duplicates = 0  # counted once the engine answered
         self.out: list[tuple[float, list[float]] | None] = [None] * n
         self.todo: list[Sequence[int]] = []  # distinct misses, in first-seen order
         self.keys: list[_Key] = []  # the key of each entry of ``todo``
@@ -275,7 +278,7 @@ class CachedWindowEngine:
 
     def _plan(self, windows: Sequence[Sequence[int]]) -> _Plan:
         plan = _Plan(len(windows))
-        get, rows, stats = self.cache.get, plan.rows, self.cache.stats
+        get, rows = self.cache.get, plan.rows
         hits = duplicates = 0
         for i, ids in enumerate(windows):
             key = self.key(ids)
@@ -292,8 +295,7 @@ class CachedWindowEngine:
             else:
                 duplicates += 1
             plan.where.append((i, row))
-        stats.hits += hits
-        stats.duplicates += duplicates
+        plan.hits, plan.duplicates = hits, duplicates
         return plan
 
     def _finish(self, plan: _Plan, scored: Scored) -> Scored:
@@ -301,7 +303,10 @@ class CachedWindowEngine:
             raise LogsieveError(
                 f"window engine returned {len(scored)} result(s) for {len(plan.todo)} window(s)"
             )
-        self.cache.stats.misses += len(scored)
+        stats = self.cache.stats
+        stats.hits += plan.hits
+        stats.duplicates += plan.duplicates
+        stats.misses += len(scored)
         for key, (score, per_line) in zip(plan.keys, scored, strict=True):
             self.cache.put(key, score, per_line)
         taken = [False] * len(scored)

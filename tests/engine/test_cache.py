@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -219,10 +220,21 @@ def test_bad_bounds_and_a_reply_that_does_not_fit_are_errors(
     _, inner = counted(tiny_bundle, tiny_engine)
 
     class Short(LocalWindowEngine):
-        def score_ids(self, windows: object) -> Scored:
-            return super().score_ids(windows)[:-1]  # type: ignore[arg-type]
+        """Drops the last result once ``short`` is set (a broken engine)."""
 
-    engine = cached(Short(inner.engine, inner.vocab, inner.config))
-    with pytest.raises(LogsieveError, match="1 result"):
-        engine.score_ids([[1], [2]])
-    assert len(engine.cache) == 0
+        short = False
+
+        def score_ids(self, windows: Sequence[Sequence[int]]) -> Scored:
+            scored = super().score_ids(windows)
+            return scored[:-1] if self.short else scored
+
+    broken = Short(inner.engine, inner.vocab, inner.config)
+    engine = cached(broken)
+    engine.score_ids([[1]])
+    broken.short = True
+    with pytest.raises(LogsieveError, match="0 result"):
+        engine.score_ids([[1], [2], [2]])  # a hit, a miss and its repeat
+    # Only the first batch counted; the failed one stored and counted nothing.
+    assert len(engine.cache) == 1 and engine.stats == CacheStats(
+        misses=1, entries=1, bytes=ENTRY_OVERHEAD + 4 + 4
+    )
