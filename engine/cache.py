@@ -63,9 +63,9 @@ _Value = tuple[float, "array[float]"]
 class CacheStats:
     """What the caches did: counters only grow; ``entries``/``bytes`` are their size now.
 
-    One instance may be shared by several caches (the server's, across reloads), so
-    its counters keep counting over a model change and its size is the sum of the
-    caches alive.
+    One instance may be shared by several caches: its size is then the sum of the
+    caches alive. (The server gives each served model its own and exports their sum,
+    so the counters keep counting over a reload.)
 
     Counted per batch once the engine answered it (a failed batch counts nothing).
 
