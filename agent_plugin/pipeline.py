@@ -161,6 +161,7 @@ class StreamingPipeline:
         self._closing: set[asyncio.Future[None]] = set()  # retired engines being closed
         self.metrics = metrics if metrics is not None else PipelineMetrics()
         self.metrics.set_model(model.model_id, bundle.detector, str(bundle.path))
+        self.metrics.count_cache(model.cache_stats)
         self._clock = clock
         self._wall = wall_clock
         self._drop_log = RateLimitedLog(log)
@@ -226,6 +227,7 @@ class StreamingPipeline:
         old, self._model = self._model, model
         self.incidents.model_id = model.model_id  # incidents opened from now on
         self.metrics.set_model(model.model_id, model.bundle.detector, str(model.bundle.path))
+        self.metrics.count_cache(model.cache_stats)
         old.retired = True
         self._retired.append(old)
         for old_id, new in self.lines.use_matcher(model.matcher).items():

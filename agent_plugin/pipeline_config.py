@@ -52,6 +52,14 @@ class PipelineConfig:
         engine_timeout: Seconds the engine process may take over one batch before it is
             taken as hung, killed and restarted (the batch is retried once).
         batch_size: Most windows per engine call.
+        verdict_cache_entries: Most windows whose engine result the verdict cache keeps
+            per served model (:mod:`logsieve.engine.cache`): a window whose model input
+            was scored before gets the stored score and per-line probabilities, the
+            same numbers, without an engine call. 0 turns the cache off (identical
+            windows inside one batch are still scored once). About 440 bytes per
+            20-line window.
+        verdict_cache_bytes: Most bytes (estimated) the verdict cache holds per served
+            model; least recently used entries go first. 0 turns the cache off.
         max_wait_ms: Longest a closed window waits for its batch to fill.
         queue_size: Closed windows queued for the engine. When full, ``put`` waits,
             so the connection stops reading its socket (backpressure, no dropping).
@@ -110,6 +118,8 @@ class PipelineConfig:
     engine_process: bool = True
     engine_timeout: float = 120.0
     batch_size: int = 256
+    verdict_cache_entries: int = 100_000
+    verdict_cache_bytes: int = 64 * 2**20
     max_wait_ms: float = 20.0
     queue_size: int = 1024
     advance_interval: float = 1.0
@@ -146,7 +156,13 @@ class PipelineConfig:
             not_int(self.engine_threads) or self.engine_threads < 1
         ):
             raise ConfigError(f"{_SECTION}.engine_threads", self.engine_threads, "an integer >= 1")
-        for name, low in (("batch_size", 1), ("queue_size", 1), ("top_k", 0)):
+        for name, low in (
+            ("batch_size", 1),
+            ("queue_size", 1),
+            ("top_k", 0),
+            ("verdict_cache_entries", 0),
+            ("verdict_cache_bytes", 0),
+        ):
             value = getattr(self, name)
             if not_int(value) or value < low:
                 raise ConfigError(f"{_SECTION}.{name}", value, f"an integer >= {low}")

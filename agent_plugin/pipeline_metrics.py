@@ -8,10 +8,14 @@ without the ``_total`` that prometheus_client appends (see :mod:`.metrics`).
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, ClassVar
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from logsieve.engine.cache import CacheStats
 
 if TYPE_CHECKING:
     from .ledger import Ledger
@@ -101,6 +105,11 @@ class PipelineMetrics:
             "Times the engine process died mid-batch and was started again.",
             registry=reg,
         )
+        # Each served model's verdict cache (count_cache); exported as
+        # logsieve_pipeline_cache_{hits,misses,batch_duplicates,evictions}_total,
+        # logsieve_pipeline_cache_entries and logsieve_pipeline_cache_bytes.
+        self._caches = _CacheCollector()
+        reg.register(self._caches)
         self.verdicts = Counter(
             p + "verdicts", "Scored windows by verdict.", ["verdict"], registry=reg
         )
@@ -148,6 +157,12 @@ class PipelineMetrics:
         self.model = Info(
             "logsieve_model", "The model serving now (its id, detector and bundle).", registry=reg
         )
+
+    def count_cache(self, stats: CacheStats) -> None:
+        """Export a served model's verdict-cache counters (each model has its own cache;
+        the metrics sum every cache counted, so a reload does not reset them)."""
+        if not any(s is stats for s in self._caches.stats):
+            self._caches.stats.append(stats)
 
     def set_model(self, model_id: str, detector: str, path: str) -> None:
         """Publish the model now serving (``logsieve_model_info``)."""
@@ -201,6 +216,35 @@ class PipelineMetrics:
         for name, (help_, read) in gauges.items():
             gauge = Gauge(f"logsieve_wal_{name}", help_, registry=self.registry)
             gauge.set_function(read)
+
+
+class _CacheCollector(Collector):
+    """``logsieve_pipeline_cache_*``: the verdict caches' counters, read at scrape time."""
+
+    _COUNTERS: ClassVar[dict[str, str]] = {
+        "hits": "Windows whose score came from the verdict cache (no engine call).",
+        "misses": "Windows the engine scored (one per distinct window of a batch).",
+        "batch_duplicates": "Windows identical to another in the same batch, scored once with it.",
+        "evictions": "Verdict cache entries dropped to stay within its entries/bytes bounds.",
+    }
+
+    def __init__(self) -> None:
+        self.stats: list[CacheStats] = []  # one per model served since start
+
+    def collect(self) -> Iterator[Metric]:
+        p = "logsieve_pipeline_cache_"
+        for name, help_ in self._COUNTERS.items():
+            field = "duplicates" if name == "batch_duplicates" else name
+            total = sum(getattr(s, field) for s in self.stats)
+            yield CounterMetricFamily(p + name, help_, value=total)
+        yield GaugeMetricFamily(
+            p + "entries", "Entries in the verdict caches now.", sum(s.entries for s in self.stats)
+        )
+        yield GaugeMetricFamily(
+            p + "bytes",
+            "Estimated bytes held by the verdict caches now.",
+            sum(s.bytes for s in self.stats),
+        )
 
 
 def _stat(client: UpstreamClient, name: str) -> Callable[[], float]:

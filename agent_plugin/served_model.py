@@ -6,6 +6,12 @@ window *closed* (its template ids were matched by that model's matcher). A reloa
 engine closed once the last window queued for it has been scored, so a window is
 scored exactly once, by one model, and the flag carries that model's id.
 
+Each served model scores through its own verdict cache
+(:class:`~logsieve.engine.cache.CachedWindowEngine`, ``[pipeline]``
+``verdict_cache_entries``/``verdict_cache_bytes``): a reload starts with an empty one,
+so a result of one model never answers for another. ``cache_stats`` is what the
+pipeline exports as ``logsieve_pipeline_cache_*``.
+
 :func:`load_model` does the slow part (verify the bundle, start its engine, index its
 templates) and runs off the event loop; nothing in it touches the pipeline.
 """
@@ -17,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from logsieve.bundle import Bundle, open_bundle
+from logsieve.engine.cache import CachedWindowEngine, CacheStats
 from logsieve.engine.windows import WindowEngine
 from logsieve.errors import BundleError
 from logsieve.logs.templates import TemplateMatcher
@@ -33,13 +40,15 @@ class ServedModel:
     """A bundle ready to score: see the module docstring.
 
     ``pending`` counts windows queued for this model and not yet scored; ``retired``
-    is set when another model became current.
+    is set when another model became current. ``engine`` is the model's cached
+    engine when built by :func:`served_model`; ``cache_stats`` its cache's counters.
     """
 
     bundle: Bundle
     engine: WindowEngine
     matcher: TemplateMatcher
     builder: FlagBuilder
+    cache_stats: CacheStats = field(default_factory=CacheStats)
     pending: int = 0
     retired: bool = False
     closed: bool = field(default=False, repr=False)
@@ -80,9 +89,13 @@ def check_servable(bundle: Bundle, current: Bundle | None = None) -> None:
 
 
 def served_model(bundle: Bundle, engine: WindowEngine, config: PipelineConfig) -> ServedModel:
-    """Wrap a servable bundle and its started engine (templates indexed here)."""
+    """Wrap a servable bundle and its started engine (templates indexed here) behind
+    a new, empty verdict cache."""
     check_servable(bundle)
     assert bundle.templates_state is not None  # check_servable
+    cached = CachedWindowEngine.for_bundle(
+        engine, bundle, config.verdict_cache_entries, config.verdict_cache_bytes
+    )
     builder = FlagBuilder(
         model_id=bundle.model_id,
         detector=bundle.detector,
@@ -90,7 +103,8 @@ def served_model(bundle: Bundle, engine: WindowEngine, config: PipelineConfig) -
         every_verdict=config.every_verdict,
         tag=config.flag_tag,
     )
-    return ServedModel(bundle, engine, TemplateMatcher.from_state(bundle.templates_state), builder)
+    matcher = TemplateMatcher.from_state(bundle.templates_state)
+    return ServedModel(bundle, cached, matcher, builder, cache_stats=cached.stats)
 
 
 def load_model(

@@ -4,6 +4,7 @@ Usage::
 
     .venv/bin/python bench/loadgen.py --port 24224 --chunk 500 --connections 2 \\
         --rate 0 --duration 10 [--data ../shared/data/hdfs/raw/HDFS_20000.log]
+    .venv/bin/python bench/loadgen.py --port 24224 --sessions ../shared/data/hdfs
 
 Records are shaped as the README's Fluent Bit ``tail`` + HDFS parser sends them
 (``log`` = the message, ``pid``/``level``/``component`` beside it, event time from the
@@ -12,6 +13,11 @@ used. The file is replayed in a loop; each pass is shifted forward in event time
 file's span plus two days, so every pass opens fresh block windows and the previous
 pass's windows idle out (HDFS sessions close after a day of event time): the stream is
 unbounded and keeps closing windows at the rate it sends lines.
+
+``--sessions HDFS_DIR`` sends another stream: sessions of ``sessions/dev_normal`` (and
+``--anomaly-share`` of ``dev_abnormal``) with fresh block ids, rendered as raw lines
+(``bench/hdfs_sessions.py``), whose windows repeat as often as real traffic's rather
+than every one after the first pass of a loop.
 
 Each connection keeps up to ``--window`` frames in flight, each with a ``chunk`` id,
 and counts the acks. ``--rate 0`` sends as fast as acks allow; otherwise frames are
@@ -32,11 +38,11 @@ import time
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Protocol
 
 import msgpack
 
-__all__ = ["Lines", "LoadResult", "load_lines", "run_load"]
+__all__ = ["Lines", "LoadResult", "Stream", "load_lines", "run_load"]
 
 HDFS_PARSER = re.compile(
     r"^(?P<time>\d{6} \d{6}) (?P<pid>\d+) (?P<level>\w+) (?P<component>[^:]+): (?P<log>.*)$"
@@ -51,10 +57,28 @@ class Lines:
     times: list[int]
     packed: list[bytes]
     source: str
+    per_connection: ClassVar[bool] = False  # one file, its chunks shared by the connections
 
     @property
     def span(self) -> int:
         return self.times[-1] - self.times[0] + 1 if self.times else 1
+
+    def cursor(self, chunk: int) -> _Cursor:
+        """Chunks of the looped, time-shifted lines."""
+        return _Cursor(self, chunk)
+
+
+class Stream(Protocol):
+    """Where frames come from: :class:`Lines` or ``hdfs_sessions.SessionStream``."""
+
+    source: str
+    # True: each connection gets its own cursor (an agent with its own sessions, whose
+    # lines then reach the server in order); False: one cursor shared by all.
+    per_connection: ClassVar[bool]
+
+    def cursor(self, chunk: int) -> Any:
+        """An object whose ``next_entries()`` gives ``(PackedForward entries, count)``."""
+        ...
 
 
 def load_lines(path: Path | None, limit: int | None = None) -> Lines:
@@ -117,7 +141,7 @@ class _Cursor:
 
 async def _connection(
     port: int,
-    cursor: _Cursor,
+    cursor: Any,
     pace: _Pace,
     deadline: float,
     window: int,
@@ -184,7 +208,7 @@ class _Pace:
 
 async def run_load(
     port: int,
-    lines: Lines,
+    lines: Stream,
     *,
     chunk: int = 500,
     connections: int = 2,
@@ -195,13 +219,14 @@ async def run_load(
 ) -> LoadResult:
     """Drive the server at ``127.0.0.1:port`` for ``duration`` s; see the module docstring."""
     counts = {"records_sent": 0, "records_acked": 0, "frames_sent": 0, "frames_acked": 0}
-    cursor = _Cursor(lines, chunk)
+    shared = lines.cursor(chunk)
+    cursors = [lines.cursor(chunk) if lines.per_connection else shared for _ in range(connections)]
     pace = _Pace(rate)
     start = time.monotonic()
     await asyncio.gather(
         *(
             _connection(port, cursor, pace, start + duration, window, tag, counts)
-            for _ in range(connections)
+            for cursor in cursors
         )
     )
     seconds = time.monotonic() - start
@@ -228,8 +253,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--duration", type=float, default=10.0, help="seconds of sending")
     ap.add_argument("--window", type=int, default=8, help="frames in flight per connection")
     ap.add_argument("--tag", default="hdfs")
+    ap.add_argument("--sessions", type=Path, default=None, help="hdfs/ data folder: sessions")
+    ap.add_argument("--anomaly-share", type=float, default=0.03, help="with --sessions")
     args = ap.parse_args(argv)
-    lines = load_lines(args.data)
+    lines: Stream
+    if args.sessions is not None:
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from hdfs_sessions import SessionStream
+
+        lines = SessionStream(args.sessions, anomaly_share=args.anomaly_share)
+    else:
+        lines = load_lines(args.data)
     result = asyncio.run(
         run_load(
             args.port, lines, chunk=args.chunk, connections=args.connections,
