@@ -80,6 +80,11 @@ DURATION = float(os.environ.get("LOGSIEVE_BENCH_DURATION", "10"))
 ENFORCE = os.environ.get("LOGSIEVE_BENCH_ENFORCE", "1") != "0"
 STREAM = os.environ.get("LOGSIEVE_BENCH_STREAM", "loop")  # or "sessions"
 MODEL = os.environ.get("LOGSIEVE_BENCH_MODEL", "small")  # or "default" (train's d 256, 4 layers)
+# "off": the sustained runs without the verdict cache (the before of issue 17's after).
+CACHE = os.environ.get("LOGSIEVE_BENCH_CACHE", "on")
+SERVED: dict[str, Any] = (
+    {"verdict_cache_entries": 0, "verdict_cache_bytes": 0} if CACHE == "off" else {}
+)
 TARGET_RATE, TARGET_P99 = 75_000.0, 0.100  # issue 17 (issue 5's were 30k and 250 ms)
 
 # Where cProfile's per-function self time is attributed, by source path.
@@ -326,18 +331,18 @@ def test_e2e_sustained_rate_latency_and_stage_breakdown(
     e2e_bundle: Bundle, hdfs_20000: Path, benchmark: Any, throughput: dict[str, Any]
 ) -> None:
     def all_runs() -> dict[str, dict[str, Any]]:
-        top = asyncio.run(_run(e2e_bundle, hdfs_20000, 0.0, DURATION, profile=False))
+        top = asyncio.run(_run(e2e_bundle, hdfs_20000, 0.0, DURATION, False, SERVED))
         half_max = top["load"]["records_per_s_acked"] / 2
         # The target's rate: half of 30k (or of the max, if that is lower); and, for
         # the record, half of the measured max when it is higher.
         half = min(half_max, TARGET_RATE / 2)
-        lat = asyncio.run(_run(e2e_bundle, hdfs_20000, half, DURATION, profile=False))
+        lat = asyncio.run(_run(e2e_bundle, hdfs_20000, half, DURATION, False, SERVED))
         lat_max = (
-            asyncio.run(_run(e2e_bundle, hdfs_20000, half_max, DURATION, profile=False))
+            asyncio.run(_run(e2e_bundle, hdfs_20000, half_max, DURATION, False, SERVED))
             if half_max > half
             else lat
         )
-        prof = asyncio.run(_run(e2e_bundle, hdfs_20000, 0.0, DURATION / 2, profile=True))
+        prof = asyncio.run(_run(e2e_bundle, hdfs_20000, 0.0, DURATION / 2, True, SERVED))
         alone = asyncio.run(_run_server_alone(hdfs_20000, DURATION))
         return {"max": top, "half": lat, "half_max": lat_max, "profile": prof, "alone": alone}
 
@@ -350,6 +355,7 @@ def test_e2e_sustained_rate_latency_and_stage_breakdown(
     alone = runs["alone"]["records_per_s_acked"]
     summary = {
         "model": MODEL,
+        "verdict_cache": CACHE,
         "records_per_s_acked_max": rate,
         "records_per_s_acked_detection_off": alone,
         "ratio_detection_on_to_off": rate / alone,
