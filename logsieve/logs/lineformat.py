@@ -45,6 +45,8 @@ def parse_hdfs_line(line: str) -> LogRecord | None:
     the first ``": "`` following the component (the whole remainder when the
     line has no ``": "``), ``host`` and ``label`` ``None``.
     """
+    if not line[:1].isdigit():
+        return None  # already-parsed content, the common case when serving: no split
     parts = line.split(None, 4)
     if len(parts) < 5 or not parts[2].isdigit():
         return None

@@ -251,17 +251,28 @@ class SessionWindower(Windower[T]):
         # the front too, and stops at the first window still active.
         self._open: OrderedDict[str, _Open[T]] = OrderedDict()
         self._clock = clock
+        # A lower bound of the earliest deadline: the front's deadline never decreases
+        # (the watermark does not go back), so most events skip _expire's walk.
+        self._min_deadline = -math.inf
 
     @property
     def open_windows(self) -> int:
         return len(self._open)
 
     def _expire(self, watermark: float, out: list[Window[T]]) -> None:
+        if watermark <= self._min_deadline:
+            return
         batch: list[_Open[T]] = []
+        front = None
         for state in self._open.values():
             if state.deadline >= watermark:
+                front = state
                 break
             batch.append(state)
+        # Windows opened from now on get deadline >= watermark + idle_timeout.
+        self._min_deadline = (
+            front.deadline if front is not None else watermark + self.config.idle_timeout
+        )
         if not batch:
             return
         batch.sort(key=lambda s: (s.deadline, s.window.key))
