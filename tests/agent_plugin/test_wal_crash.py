@@ -11,6 +11,8 @@ restarts it on the same port and log directory and lets the client finish.
 The check, per crash point: every record the client got acked is in exactly one
 verdict, each block has exactly one verdict after dropping repeats by ``flag_id``, and
 the verdicts are the very ones (same ids, lines and labels) a run without a crash gives.
+The same comparison runs for per-host sliding windows (generated BGL-like raw lines,
+a tiny bundle trained on them, windows closed by event time only).
 """
 
 from __future__ import annotations
@@ -30,7 +32,8 @@ from logsieve.agent_plugin.receiver import FlagReceiver
 from logsieve.agent_plugin.upstream import UpstreamClient
 from logsieve.agent_plugin.upstream_config import UpstreamConfig
 from logsieve.bundle import Bundle
-from logsieve.export.data.synth import generate_hdfs
+from logsieve.export.data.synth import generate_hdfs, write_synth
+from logsieve.export.data.synth_bgl import generate_bgl
 
 from .served import hdfs_events
 from .test_pipeline import free_port
@@ -52,13 +55,28 @@ def blocks() -> list[tuple[str, list[tuple[float, dict[str, Any]]]]]:
     return list(by_block.items())
 
 
-def write_config(path: Path, wal: Path) -> None:
+Chunk = list[tuple[float, dict[str, Any]]]
+# Session windows close on 0.5 s of wall-clock quiet, so blocks close mid-stream.
+SESSIONS = "idle_close = 0.5\nadvance_interval = 0.1\n"
+# Sliding windows close on event time only (no clock tick): the same stream gives the
+# same windows in every run, so a crash run can be compared with one without.
+SLIDING = "advance_interval = 0\n"
+
+
+def bgl_chunks() -> list[Chunk]:
+    """Generated BGL-like raw lines of 6 hosts over 30 minutes (20% anomalous
+    episodes), as Fluent Bit tail without a parser sends them, 100 lines a chunk."""
+    log = generate_bgl(6, 1800, anomaly_rate=0.2, seed=4)
+    events = [(float(line.split()[1]), {"log": line}) for line in log.lines]
+    return [events[i : i + 100] for i in range(0, len(events), 100)]
+
+
+def write_config(path: Path, wal: Path, pipeline: str) -> None:
     path.write_text(
         "[server]\nudp_heartbeat = false\n\n"
         "[upstream]\nself_hostname = 'logsieve.test'\nflush_interval = 0.02\n"
         "backoff_initial = 0.05\nbackoff_max = 0.2\n\n"
-        "[pipeline]\nmax_wait_ms = 5\nevery_verdict = true\nidle_close = 0.5\n"
-        "advance_interval = 0.1\n\n"
+        f"[pipeline]\nmax_wait_ms = 5\nevery_verdict = true\n{pipeline}\n"
         f"[durability]\ndir = '{wal}'\n"
     )
 
@@ -85,14 +103,23 @@ async def start_server(
     return proc
 
 
-async def run(bundle: Bundle, tmp: Path, failpoint: str | None) -> tuple[FlagReceiver, int]:
-    """Send every block (one acked chunk each); with ``failpoint``, the server dies there
-    and is started again. Returns the receiver and how many times the server started."""
+async def run(
+    bundle: Bundle,
+    tmp: Path,
+    failpoint: str | None,
+    chunks: list[Chunk] | None = None,
+    pipeline: str = SESSIONS,
+) -> tuple[FlagReceiver, int]:
+    """Send every chunk (default: each HDFS block), one acked frame each; with
+    ``failpoint``, the server dies there and is started again. Returns the receiver
+    and how many times the server started."""
+    if chunks is None:
+        chunks = [events for _key, events in blocks()]
     rx = FlagReceiver()
     await rx.start()
     port = free_port()
     config = tmp / "serve.toml"
-    write_config(config, tmp / "wal")
+    write_config(config, tmp / "wal", pipeline)
     client = UpstreamClient(
         UpstreamConfig(
             host="127.0.0.1", port=port, self_hostname="agent.test", ack_timeout=2.0,
@@ -106,10 +133,10 @@ async def run(bundle: Bundle, tmp: Path, failpoint: str | None) -> tuple[FlagRec
         asyncio.get_running_loop().call_later(float(failpoint.split()[1]), proc.kill)
     await client.start()
     try:
-        for _key, events in blocks():
+        for events in chunks:
             for t, record in events:
                 await client.send("hdfs", record, time=t)
-            await client.flush(0.0)  # seal: one block, one chunk (one frame)
+            await client.flush(0.0)  # seal: one chunk (one frame)
             await asyncio.sleep(0.05)
             if proc.returncode is not None or (failpoint and starts == 1 and _died(proc)):
                 await proc.wait()
@@ -178,3 +205,36 @@ async def test_sigkill_then_restart_gives_every_acked_record_exactly_one_verdict
     got = {f["flag_id"]: (f["key"], f["lines"], f["verdict"]) for f in flags}
     want = {i: (f["key"], f["lines"], f["verdict"]) for i, f in reference.items()}
     assert got == want
+
+
+@pytest.fixture(scope="module")
+def bgl_bundle(tmp_path_factory: pytest.TempPathFactory) -> Bundle:
+    """A tiny bundle with per-host sliding windows (300 s every 60 s), trained on
+    generated normal BGL-like lines."""
+    from logsieve.export.data.prepare import prepare
+
+    from .served import train_small_bundle
+
+    root = tmp_path_factory.mktemp("bgl")
+    write_synth(generate_bgl(8, 6 * 3600, seed=3), root / "train.log")
+    return train_small_bundle(prepare("bgl", root / "train.log"), root / "bundle")
+
+
+@pytest.fixture(scope="module")
+def bgl_reference(bgl_bundle: Bundle, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """The sliding-window verdicts of the BGL stream without a crash, by flag_id."""
+    tmp = tmp_path_factory.mktemp("bgl-ref")
+    rx, starts = asyncio.run(run(bgl_bundle, tmp, None, bgl_chunks(), SLIDING))
+    assert starts == 1 and rx.duplicates == 0
+    return {f["flag_id"]: (f["key"], f["lines"], f["verdict"]) for f in rx.flags()}
+
+
+@pytest.mark.parametrize("failpoint", ["pipeline.scoring@3", "upstream.sent@4", "after 0.8"])
+async def test_sliding_windows_after_sigkill_are_the_ones_a_run_without_it_gives(
+    failpoint: str, bgl_bundle: Bundle, tmp_path: Path, bgl_reference: dict[str, Any]
+) -> None:
+    assert len(bgl_reference) > 50
+    rx, starts = await run(bgl_bundle, tmp_path, failpoint, bgl_chunks(), SLIDING)
+    assert starts == 2
+    got = {f["flag_id"]: (f["key"], f["lines"], f["verdict"]) for f in rx.flags()}
+    assert got == bgl_reference
