@@ -19,6 +19,10 @@ unbounded and keeps closing windows at the rate it sends lines.
 (``bench/hdfs_sessions.py``), whose windows repeat as often as real traffic's rather
 than every one after the first pass of a loop.
 
+``--bgl-hosts N`` sends generated BGL-like lines of N nodes (``--bgl-hours`` of them,
+looped and time-shifted like the file), parsed as a Fluent Bit BGL parser would
+(``log``, ``host``): the stream for per-host sliding windows.
+
 Each connection keeps up to ``--window`` frames in flight, each with a ``chunk`` id,
 and counts the acks. ``--rate 0`` sends as fast as acks allow; otherwise frames are
 paced to ``--rate`` records/s over all connections. Prints one JSON object: records
@@ -42,7 +46,7 @@ from typing import Any, ClassVar, Protocol
 
 import msgpack
 
-__all__ = ["Lines", "LoadResult", "Stream", "load_lines", "run_load"]
+__all__ = ["Lines", "LoadResult", "Stream", "load_bgl_synth", "load_lines", "run_load"]
 
 HDFS_PARSER = re.compile(
     r"^(?P<time>\d{6} \d{6}) (?P<pid>\d+) (?P<level>\w+) (?P<component>[^:]+): (?P<log>.*)$"
@@ -101,6 +105,26 @@ def load_lines(path: Path | None, limit: int | None = None) -> Lines:
         times.append(int(stamp.replace(tzinfo=timezone.utc).timestamp()))
         packed.append(msgpack.packb(fields, use_bin_type=True))
     return Lines(times, packed, source)
+
+
+def load_bgl_synth(n_hosts: int, hours: float, seed: int = 5) -> Lines:
+    """Generated BGL-like lines of ``n_hosts`` nodes (``export.data.synth_bgl``, 3% of
+    each host's 5-minute slots anomalous), shaped as a Fluent Bit BGL parser sends them:
+    ``log`` the content, ``host`` the node, event time from the line. For per-host
+    sliding windows: every record sits in ``size / step`` windows."""
+    from logsieve.export.data.synth_bgl import generate_bgl
+    from logsieve.logs.lineformat import parse_bgl_line
+
+    log = generate_bgl(n_hosts, hours * 3600, anomaly_rate=0.03, seed=seed)
+    times, packed = [], []
+    for line in log.lines:
+        parsed = parse_bgl_line(line)
+        if parsed is None or parsed[0].time is None:
+            continue
+        rec = parsed[0]
+        times.append(int(rec.time))
+        packed.append(msgpack.packb({"log": rec.text, "host": rec.host}, use_bin_type=True))
+    return Lines(times, packed, f"generated BGL-like lines, {n_hosts} hosts, {hours:g} h, looped")
 
 
 @dataclass
@@ -255,9 +279,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tag", default="hdfs")
     ap.add_argument("--sessions", type=Path, default=None, help="hdfs/ data folder: sessions")
     ap.add_argument("--anomaly-share", type=float, default=0.03, help="with --sessions")
+    ap.add_argument("--bgl-hosts", type=int, default=0, help="generated BGL-like hosts")
+    ap.add_argument("--bgl-hours", type=float, default=6.0, help="with --bgl-hosts")
     args = ap.parse_args(argv)
     lines: Stream
-    if args.sessions is not None:
+    if args.bgl_hosts > 0:
+        lines = load_bgl_synth(args.bgl_hosts, args.bgl_hours)
+    elif args.sessions is not None:
         sys.path.insert(0, str(Path(__file__).resolve().parent))
         from hdfs_sessions import SessionStream
 

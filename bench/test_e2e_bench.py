@@ -34,7 +34,9 @@ thread of the server under the default GC thresholds (how it served before).
 
 ``LOGSIEVE_BENCH_STREAM=sessions`` sends HDFS sessions of the dev split with fresh block
 ids instead of the looped file (``bench/hdfs_sessions.py``: windows repeat as real
-traffic's do); every run reports the verdict cache's hit rate (``cache``).
+traffic's do); ``LOGSIEVE_BENCH_STREAM=bgl`` sends generated BGL-like lines of 64 hosts
+(per-host sliding windows, a bundle trained on 16 other generated hosts); every run
+reports the verdict cache's hit rate (``cache``).
 
 ``LOGSIEVE_BENCH_MODEL=default`` trains the bench bundle at ``logsieve train``'s model
 size (d 256, 4 layers; 1+1 epochs: the speed of the model users run, not its accuracy)
@@ -78,7 +80,7 @@ CHUNK = int(os.environ.get("LOGSIEVE_BENCH_CHUNK", "500"))
 CONNECTIONS = int(os.environ.get("LOGSIEVE_BENCH_CONNECTIONS", "2"))
 DURATION = float(os.environ.get("LOGSIEVE_BENCH_DURATION", "10"))
 ENFORCE = os.environ.get("LOGSIEVE_BENCH_ENFORCE", "1") != "0"
-STREAM = os.environ.get("LOGSIEVE_BENCH_STREAM", "loop")  # or "sessions"
+STREAM = os.environ.get("LOGSIEVE_BENCH_STREAM", "loop")  # or "sessions", "bgl"
 MODEL = os.environ.get("LOGSIEVE_BENCH_MODEL", "small")  # or "default" (train's d 256, 4 layers)
 # "off": the sustained runs without the verdict cache (the before of issue 17's after).
 CACHE = os.environ.get("LOGSIEVE_BENCH_CACHE", "on")
@@ -116,7 +118,15 @@ def e2e_bundle(hdfs_20000: Path, tmp_path_factory: pytest.TempPathFactory) -> Bu
     from logsieve.export.program import export_bundle
 
     out = tmp_path_factory.mktemp("e2e") / "bundle"
-    if STREAM == "sessions":
+    if STREAM == "bgl":
+        # Per-host sliding windows, trained on other generated hosts than it is served.
+        from logsieve.export.data.synth import write_synth
+        from logsieve.export.data.synth_bgl import generate_bgl
+
+        train_log = out.parent / "bgl_train.log"
+        write_synth(generate_bgl(16, 6 * 3600, seed=1), train_log)
+        data = prepare("bgl", train_log)
+    elif STREAM == "sessions":
         # Trained on what it is served: sessions of train_normal rendered as raw lines.
         sys.path.insert(0, str(LOADGEN.parent))
         from hdfs_sessions import SessionStream, write_log
@@ -255,6 +265,8 @@ def _stream_args(data: Path) -> list[str]:
     """The loadgen's stream: the looped file, or sessions of the dev split."""
     if STREAM == "sessions":
         return ["--sessions", str(data.parents[1])]  # .../hdfs/raw/HDFS_20000.log -> .../hdfs
+    if STREAM == "bgl":
+        return ["--bgl-hosts", "64", "--bgl-hours", "2"]
     return ["--data", str(data)]
 
 
