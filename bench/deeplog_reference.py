@@ -64,6 +64,16 @@ def run_one(name: str, data: Prepared, seed: int, opt: EvalOptions) -> dict[str,
     fn = (y == 1) & ~flagged
     fp = (y == 0) & flagged
     fp_pos = Counter(_first_miss(b, data.test[i][0]) for i in np.nonzero(fp)[0])
+    # Model-free evidence: a window whose every (history, key) row occurs in training
+    # cannot be told from normal by any next-key rule; one with a row never seen in
+    # training holds behaviour the training sessions do not.
+    seen = {r.tobytes() for r in b._pairs([*data.train, *data.validation])[0]}
+
+    def novel(i: int) -> bool:
+        return any(r.tobytes() not in seen for c in data.test[i] for r in b._pairs([c])[0])
+
+    fn_novel = sum(novel(i) for i in np.nonzero(fn)[0])
+    fp_novel = sum(novel(i) for i in np.nonzero(fp)[0])
     return {
         "method": name, "seed": seed, "epochs_run": len(b.history["train_loss"]),
         "config": {k: v for k, v in vars(b.cfg).items()}, "fit_s": round(fit_s, 1),
@@ -74,7 +84,11 @@ def run_one(name: str, data: Prepared, seed: int, opt: EvalOptions) -> dict[str,
         "fn_by_length": dict(sorted(Counter(lengths[fn].tolist()).items())),
         "fp_by_length": dict(sorted(Counter(lengths[fp].tolist()).items())),
         "fp_by_first_miss_position": dict(sorted(fp_pos.items())),
-        "final_train_loss": b.history["train_loss"][-1],
+        "fn_with_a_row_unseen_in_training": fn_novel,
+        "fp_with_a_row_unseen_in_training": fp_novel,
+        "fn_keys": [data.test_keys[i] for i in np.nonzero(fn)[0]],
+        "fp_keys": [data.test_keys[i] for i in np.nonzero(fp)[0]],
+        "train_loss_every_10": b.history["train_loss"][::10] + b.history["train_loss"][-1:],
     }  # fmt: skip
 
 

@@ -49,14 +49,14 @@ def one_thread() -> Iterator[None]:
 
 @pytest.fixture(scope="module")
 def reference() -> DeepLog:
-    b = DeepLog(DeepLogConfig.reference(V, **SMALL))  # type: ignore[arg-type]
+    b = DeepLog(DeepLogConfig.reference(V, **SMALL))
     b.fit(TRAIN, VAL)
     return b
 
 
 @pytest.fixture(scope="module")
 def ours() -> DeepLog:
-    cfg = DeepLogConfig(V, embed_dim=16, threshold_rule="paper", **SMALL)  # type: ignore[arg-type]
+    cfg = DeepLogConfig(V, embed_dim=16, threshold_rule="paper", **SMALL)
     b = DeepLog(cfg)
     b.fit(TRAIN, VAL)
     return b
