@@ -4,9 +4,9 @@ Read top to bottom: config → network → the rank rule → the :class:`DeepLog
 
 Every key of a window is predicted from the ``history`` keys before it, the window
 left-padded with ``[PAD]`` (``[CLS]`` at position 0 marks the start), so a window
-shorter than ``history + 1`` is still scored key by key. (One popular implementation
+shorter than ``history + 1`` is still scored key by key. (The popular implementation
 flags every session of ≤ 10 keys outright because it has no history for them; that is
-not DeepLog's rule and is not copied.)
+not in DeepLog's paper, so it is not the default: :meth:`DeepLogConfig.reference` has it.)
 
 Verdict (the paper's): anomalous if some key is not among the top ``g`` candidates.
 With ``rank`` = 1 + the number of keys the model ranks strictly above the true one
@@ -22,6 +22,17 @@ the worst rank rather than the number of misses because the count depends on g.
 Training is next-key cross-entropy on normal windows. Identical (history, key) pairs
 are merged and weighted by their count: the same objective as the full pair list, at
 a fraction of the cost (HDFS repeats a few hundred session shapes thousands of times).
+
+:meth:`DeepLogConfig.reference` is DeepLog as wuyifan18/DeepLog's ``LogKeyModel_train.py``
+and ``LogKeyModel_predict.py`` run it on HDFS sessions (the public code most papers'
+DeepLog figures come from): the key id itself is the LSTM's one input feature (no
+embedding); only keys with ``history`` real keys before them are trained and checked;
+a window of at most ``history`` keys is padded with the key ``-1``, which is never a
+class, so the padded position is never among the top g and the window is *always*
+flagged (``short_windows="pad"``: score ``vocab_size + 1``, above every g). It is a
+length rule, not a learnt end of session: training windows are never padded. The full
+pair list is trained on in batches of 2,048 for 300 epochs (``merge_pairs=False``: the
+reference's number of optimiser steps), with no early stopping and the last weights.
 """
 
 from __future__ import annotations
@@ -57,6 +68,8 @@ from logsieve.logs.vocab import N_SPECIAL, PAD, UNK
 __all__ = ["DeepLog", "DeepLogConfig", "NextKeyLSTM", "next_key_scores"]
 
 DeepLogRule = Literal["validation", "paper"]
+ShortWindows = Literal["score", "pad"]
+KeyInput = Literal["embedding", "scalar"]
 
 
 @dataclass(frozen=True)
@@ -66,6 +79,14 @@ class DeepLogConfig:
     ``threshold_rule``: ``"validation"`` = the smallest g whose false-positive rate on
     the normal validation windows is ``<= max_fpr``; ``"paper"`` = the fixed ``g``.
     Both are computed and kept in ``DeepLog.thresholds``.
+
+    ``short_windows``: ``"score"`` = every key after ``[CLS]`` is predicted from its
+    ``[PAD]``-left-padded history; ``"pad"`` = the reference code's rule: only keys with
+    ``history`` keys before them count, and a window of at most ``history`` keys is
+    always anomalous. ``key_input``: ``"embedding"`` (a learnt vector per key) or
+    ``"scalar"`` (the key id as one float, as the reference feeds it). ``merge_pairs``:
+    train on distinct (history, key) pairs weighted by count (fewer optimiser steps)
+    or on the full list. ``patience`` 0 = no early stopping, keep the last weights.
     """
 
     vocab_size: int
@@ -81,6 +102,9 @@ class DeepLogConfig:
     lr: float = 1e-3
     patience: int = 10  # epochs without a better validation loss; 0 = never stop early
     seed: int = 0
+    short_windows: ShortWindows = "score"
+    key_input: KeyInput = "embedding"
+    merge_pairs: bool = True
 
     def __post_init__(self) -> None:
         check_int("deeplog.vocab_size", self.vocab_size, N_SPECIAL + 1)
@@ -94,19 +118,45 @@ class DeepLogConfig:
             )
         check_float("deeplog.max_fpr", self.max_fpr, 0.0, 1.0, open_low=False)
         check_float("deeplog.lr", self.lr, 0.0, 1.0, open_low=True)
+        if self.short_windows not in ("score", "pad"):
+            raise ConfigError("deeplog.short_windows", self.short_windows, "'score' or 'pad'")
+        if self.key_input not in ("embedding", "scalar"):
+            raise ConfigError("deeplog.key_input", self.key_input, "'embedding' or 'scalar'")
+        if not isinstance(self.merge_pairs, bool):
+            raise ConfigError("deeplog.merge_pairs", self.merge_pairs, "True or False")
+
+    @classmethod
+    def reference(cls, vocab_size: int, **overrides: object) -> DeepLogConfig:
+        """wuyifan18/DeepLog's settings (see the module doc); ``overrides`` replace any.
+
+        Window 10, g = 9, a 2-layer LSTM of 64 over the scalar key id, Adam at 1e-3,
+        batch 2,048, 300 epochs on the full pair list, the fixed g as the verdict.
+        """
+        args: dict[str, object] = {
+            "history": 10, "hidden": 64, "n_layers": 2, "g": 9, "threshold_rule": "paper",
+            "epochs": 300, "batch_size": 2048, "lr": 1e-3, "patience": 0,
+            "short_windows": "pad", "key_input": "scalar", "merge_pairs": False,
+        }  # fmt: skip
+        args.update(overrides)
+        return cls(vocab_size, **args)  # type: ignore[arg-type]
 
 
 class NextKeyLSTM(nn.Module):
-    """Embedding → stacked LSTM → linear: logits of the key after a history."""
+    """Embedding (or the scalar key id) → stacked LSTM → linear: logits of the next key."""
 
     def __init__(self, cfg: DeepLogConfig) -> None:
         super().__init__()
-        self.emb = nn.Embedding(cfg.vocab_size, cfg.embed_dim)
-        self.lstm = nn.LSTM(cfg.embed_dim, cfg.hidden, cfg.n_layers, batch_first=True)
+        self.scalar = cfg.key_input == "scalar"
+        if not self.scalar:
+            self.emb = nn.Embedding(cfg.vocab_size, cfg.embed_dim)
+        width = 1 if self.scalar else cfg.embed_dim
+        self.lstm = nn.LSTM(width, cfg.hidden, cfg.n_layers, batch_first=True)
         self.head = nn.Linear(cfg.hidden, cfg.vocab_size)
 
     def forward(self, hist: Tensor) -> Tensor:
-        x = self.emb(hist)  # (B, h, E)
+        # Scalar: the reference feeds ``event id - 1`` as one float; here the template id
+        # (token id - N_SPECIAL). x: (B, h, 1) or (B, h, E).
+        x = (hist - N_SPECIAL).float().unsqueeze(-1) if self.scalar else self.emb(hist)
         out, _ = self.lstm(x)  # (B, h, H)
         logits: Tensor = self.head(out[:, -1])  # (B, V)
         return logits
@@ -123,13 +173,24 @@ def next_key_scores(logits: Tensor, targets: Tensor) -> Tensor:
     return above.double() + (1.0 - p)
 
 
-def pairs(windows: Sequence[IdArray], history: int, vocab_size: int) -> tuple[IdArray, IdArray]:
+def pairs(
+    windows: Sequence[IdArray], history: int, vocab_size: int, full_history: bool = False
+) -> tuple[IdArray, IdArray]:
     """``(rows int64[N, history + 1], owner int64[N])``: each key after ``[CLS]`` with its
-    left-padded history (columns ``:history``) and the key (last column)."""
+    left-padded history (columns ``:history``) and the key (last column).
+
+    ``full_history``: only keys with ``history`` keys before them (the reference code's
+    rows; no ``[CLS]``, no ``[PAD]``); a window of at most ``history`` keys has none.
+    """
     rows, owner = [], []
     for i, w in enumerate(windows):
         w = np.asarray(w, dtype=np.int64)
         w = np.where((w >= 0) & (w < vocab_size), w, UNK)  # unseen ids are [UNK]
+        if full_history:
+            if len(w) - 1 > history:
+                rows.append(np.lib.stride_tricks.sliding_window_view(w[1:], history + 1))
+                owner.append(np.full(len(w) - 1 - history, i, dtype=np.int64))
+            continue
         if len(w) < 2:
             continue  # only [CLS]: nothing to predict
         padded = np.concatenate([np.full(history, PAD, dtype=np.int64), w])
@@ -162,13 +223,16 @@ class DeepLog(Baseline):
     def fit(self, train: Sequence[IdArray], validation: Sequence[IdArray]) -> None:
         """Train on normal windows; g by validation FPR (and the paper's g) into ``thresholds``."""
         cfg = self.cfg
-        rows, _ = pairs(train, cfg.history, cfg.vocab_size)
+        rows, _ = self._pairs(train)
         if len(rows) == 0:
-            raise DataError("deeplog.fit: no training window has a key after [CLS]")
-        uniq, _, counts = _unique(rows)
+            raise DataError("deeplog.fit: no training window has a key to predict")
+        if cfg.merge_pairs:
+            uniq, _, counts = _unique(rows)
+        else:  # the reference's full pair list: as many optimiser steps as it takes
+            uniq, counts = rows, np.ones(len(rows), dtype=np.int64)
         if cfg.threshold_rule == "validation" and not len(validation):
             raise DataError("deeplog.fit: threshold_rule='validation' needs validation windows")
-        val_rows, _ = pairs(validation, cfg.history, cfg.vocab_size)
+        val_rows, _ = self._pairs(validation)
         val_uniq, _, val_counts = _unique(val_rows) if len(val_rows) else (val_rows, None, None)
         rng = np.random.default_rng(cfg.seed)
         with seeded(cfg.seed):
@@ -197,7 +261,7 @@ class DeepLog(Baseline):
                     best, bad = (val, copy.deepcopy(self.model.state_dict())), 0
                 elif cfg.patience and (bad := bad + 1) >= cfg.patience:
                     break
-            if val_counts is not None:
+            if val_counts is not None and cfg.patience:
                 self.model.load_state_dict(best[1])
         self.model.eval()
         self.thresholds = {"paper": float(cfg.g)}
@@ -206,6 +270,10 @@ class DeepLog(Baseline):
             val_scores = self.score(validation)
             self.thresholds["validation"] = select_threshold(val_scores, cfg.max_fpr, candidates)
         self.threshold_rule = cfg.threshold_rule
+
+    def _pairs(self, windows: Sequence[IdArray]) -> tuple[IdArray, IdArray]:
+        cfg = self.cfg
+        return pairs(windows, cfg.history, cfg.vocab_size, cfg.short_windows == "pad")
 
     def _loss(self, rows: IdArray, counts: IdArray) -> Tensor:
         # Mean cross-entropy over the original (repeated) pairs: weight each distinct one.
@@ -216,9 +284,16 @@ class DeepLog(Baseline):
 
     @torch.no_grad()
     def score(self, windows: Sequence[IdArray]) -> FloatArray:
-        """Worst key score per window (see the module doc); 0 for a window with no key."""
-        rows, owner = pairs(windows, self.cfg.history, self.cfg.vocab_size)
+        """Worst key score per window (see the module doc); 0 for a window with no key.
+
+        ``short_windows="pad"``: a window of at most ``history`` keys scores
+        ``vocab_size + 1`` (its padding key is outside the top g for every g).
+        """
+        rows, owner = self._pairs(windows)
         out = np.zeros(len(windows), dtype=np.float64)
+        if self.cfg.short_windows == "pad":
+            short = np.array([len(w) - 1 <= self.cfg.history for w in windows], dtype=bool)
+            out[short] = float(self.cfg.vocab_size + 1)
         if len(rows) == 0:
             return out
         uniq, inv, _ = _unique(rows)

@@ -26,7 +26,9 @@ TEST_LABELS = ("normal", "anomalous")
 
 # The harness's method names (logsieve.export.evaluation.methods.METHODS, which imports
 # torch: written here so --help stays fast; tests/export/test_harness.py keeps them equal).
-METHODS = ("fastlogad-mlm", "fastlogad-random", "adalog", "deeplog", "logbert", "iforest")
+METHODS = (
+    "fastlogad-mlm", "fastlogad-random", "adalog", "deeplog", "deeplog-ours", "logbert", "iforest"
+)  # fmt: skip
 
 _SPLIT_HELP = (
     "Split (chronological, the FastLogAD protocol): the first --train-n normal windows "
