@@ -27,7 +27,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Protocol
 
 from logsieve.logs.pipeline import Event
 from logsieve.logs.windows import Window
@@ -189,10 +189,6 @@ class Ledger:
         for serial in self._held.pop(flag_id, ()):
             self._undone[serial] = ticket
 
-    def failed(self, window: Window[Event]) -> None:
-        """The engine failed on ``window``: counted and logged; it is not retried."""
-        self.scored(window, None)
-
     # -- progress --------------------------------------------------------------
 
     def settle(self, open_lsns: Callable[[], Iterable[int]]) -> None:
@@ -223,13 +219,3 @@ class Ledger:
     def undone(self) -> int:
         """Windows closed whose verdict is not yet acked or spooled upstream."""
         return len(self._undone)
-
-    def stats(self) -> dict[str, Any]:
-        return {
-            "wal_bytes": self.wal.size_bytes,
-            "wal_segments": self.wal.segment_count,
-            "undone_windows": self.undone,
-            "done_serial": self.done,
-            "replayed_records": self.replayed_records,
-            "replayed_windows": self.replayed_windows,
-        }

@@ -36,7 +36,7 @@ from typing import Any
 
 import msgpack
 
-__all__ = ["SCHEMA_VERSION", "Chunk", "ChunkBuffer", "Spool"]
+__all__ = ["SCHEMA_VERSION", "Chunk", "ChunkBuffer", "Spool", "fsync_dir"]
 
 log = logging.getLogger(__name__)
 
@@ -380,11 +380,12 @@ def _write_atomic(path: Path, data: bytes) -> None:
     except OSError:
         tmp.unlink(missing_ok=True)
         raise
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
 
 
-def _fsync_dir(directory: Path) -> None:
-    # Makes the rename itself durable; not every platform/filesystem allows it.
+def fsync_dir(directory: Path) -> None:
+    """Make a new or renamed file's name in ``directory`` durable (POSIX: fsync the
+    directory); not every platform/filesystem allows it."""
     try:
         fd = os.open(directory, os.O_RDONLY)
     except OSError:  # pragma: no cover - e.g. Windows

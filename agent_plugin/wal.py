@@ -38,13 +38,13 @@ import os
 import struct
 import time
 import zlib
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import msgpack
 
+from .spool import fsync_dir
 from .wal_config import DurabilityConfig
 
 __all__ = ["Closure", "Recovered", "WalRecord", "WriteAheadLog", "decode_entries", "encode_entry"]
@@ -156,7 +156,6 @@ class WriteAheadLog:
         self._fd: int | None = None
         self._next_lsn = 0
         self._buf: list[bytes] = []
-        self._buf_bytes = 0
         self._waiters: list[asyncio.Future[None]] = []
         self._pending_lsn = -1  # highest LSN / serial in the buffer
         self._pending_serial = 0
@@ -218,7 +217,7 @@ class WriteAheadLog:
             os.close(self._fd)
         self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
         self._segments.append(_Segment(path))
-        _fsync_dir(self.dir)
+        fsync_dir(self.dir)
 
     async def start(self) -> None:
         """Start the writer task (after :meth:`recover`)."""
@@ -274,7 +273,6 @@ class WriteAheadLog:
         if self._closed:
             raise RuntimeError("write-ahead log is closed")
         self._buf.append(entry)
-        self._buf_bytes += len(entry)
         if self._wakeup is not None:
             self._wakeup.set()
 
@@ -307,14 +305,13 @@ class WriteAheadLog:
                 )
                 await asyncio.sleep(_RETRY_AFTER)
                 continue
-            self._buf, self._buf_bytes, self._waiters = [], 0, []
+            self._buf, self._waiters = [], []
             self._writing = waiters
             try:
                 await asyncio.to_thread(self._write, data, self.config.fsync == "always")
             except OSError as exc:
                 self._writing = None
                 self._buf.insert(0, data)  # retried whole; the file was cut back
-                self._buf_bytes += len(data)
                 self._waiters = waiters + self._waiters
                 self._fail(f"cannot write {self._segments[-1].path}: {exc}")
                 await asyncio.sleep(_RETRY_AFTER)
@@ -389,11 +386,6 @@ class WriteAheadLog:
             log.info("wal: %d segment(s) freed", removed)
         return removed
 
-    def segments(self) -> Iterator[Path]:
-        """The segment files, oldest first."""
-        for seg in self._segments:
-            yield seg.path
-
     @property
     def segment_count(self) -> int:
         return len(self._segments)
@@ -426,13 +418,3 @@ class WriteAheadLog:
                 os.fsync(self._fd)
             os.close(self._fd)
             self._fd = None
-
-
-def _fsync_dir(directory: Path) -> None:
-    """Make a new file's name durable (POSIX: fsync the directory)."""
-    with contextlib.suppress(OSError):
-        fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
