@@ -22,6 +22,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,7 @@ from .test_pipeline import free_port
 pytestmark = pytest.mark.asyncio
 
 N_BLOCKS = 24
+_LOGS: dict[int, Path] = {}  # a server's pid -> its log file
 
 
 def blocks() -> list[tuple[str, list[tuple[float, dict[str, Any]]]]]:
@@ -88,18 +90,21 @@ async def start_server(
     env = {k: v for k, v in os.environ.items() if k != "LOGSIEVE_FAILPOINT"}
     if failpoint and not failpoint.startswith("after "):
         env["LOGSIEVE_FAILPOINT"] = failpoint
-    proc = await asyncio.create_subprocess_exec(
-        str(logsieve), "serve", "--bundle", str(bundle.path), "--config", str(config),
-        "--listen", f"127.0.0.1:{port}", "--upstream", f"127.0.0.1:{upstream}",
-        "--metrics", "127.0.0.1:0",
-        stderr=subprocess.PIPE, env=env,
-    )  # fmt: skip
-    assert proc.stderr is not None
-    seen = b""
-    while b"logsieve serving" not in seen:  # after the replay's log lines, if any
-        line = await asyncio.wait_for(proc.stderr.readline(), 60.0)
-        assert line, seen + await proc.stderr.read(4000)
-        seen += line
+    # Its log goes to a file, not a pipe: nobody reads a pipe after the banner, and a
+    # full one would block the server (and an orphaned engine child would hold it open).
+    log = config.with_name(f"serve-{len(list(config.parent.glob('serve-*.log')))}.log")
+    with log.open("wb") as err:
+        proc = await asyncio.create_subprocess_exec(
+            str(logsieve), "serve", "--bundle", str(bundle.path), "--config", str(config),
+            "--listen", f"127.0.0.1:{port}", "--upstream", f"127.0.0.1:{upstream}",
+            "--metrics", "127.0.0.1:0",
+            stdout=subprocess.DEVNULL, stderr=err, env=env,
+        )  # fmt: skip
+    _LOGS[proc.pid] = log
+    deadline = time.monotonic() + 60.0
+    while b"logsieve serving" not in log.read_bytes():  # after the replay's log lines
+        assert proc.returncode is None and time.monotonic() < deadline, await _stderr(proc)
+        await asyncio.sleep(0.05)
     return proc
 
 
@@ -167,8 +172,7 @@ def _died(proc: asyncio.subprocess.Process) -> bool:
 
 
 async def _stderr(proc: asyncio.subprocess.Process) -> str:
-    assert proc.stderr is not None
-    return (await proc.stderr.read()).decode(errors="replace")[-4000:]
+    return _LOGS[proc.pid].read_text(errors="replace")[-4000:]
 
 
 @pytest.fixture(scope="module")
