@@ -45,8 +45,11 @@ def parse_hdfs_line(line: str) -> LogRecord | None:
     the first ``": "`` following the component (the whole remainder when the
     line has no ``": "``), ``host`` and ``label`` ``None``.
     """
-    if not line[:1].isdigit():
-        return None  # already-parsed content, the common case when serving: no split
+    first = line[:1]
+    if not (first.isdigit() or first.isspace()):
+        # The date field must be digits: already-parsed content, the common case when
+        # serving, is rejected without a split.
+        return None
     parts = line.split(None, 4)
     if len(parts) < 5 or not parts[2].isdigit():
         return None
