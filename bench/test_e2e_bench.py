@@ -44,6 +44,11 @@ instead of the small d 32, 1 layer one. A fourth run measures the Forward server
 (records decoded, acked and dropped: detection off) on the same stream: the ratio's
 denominator.
 
+Every run also reports ``cpu_per_record``: CPU µs per acked record of the server
+process (event loop and its threads), the engine process and the load generator, and
+the ceiling they imply on this machine's 2 cores (all of it busy, nothing idle): the
+cost model that says what a target needs, whatever the scheduling.
+
 Targets (issue 17): >= 75k records/s sustained with the default model size, p99 <= 100 ms
 at half that rate (issue 5's were 30k and 250 ms). They are printed and asserted (a miss
 fails with the measured figure, like the engine benchmark's target);
@@ -57,6 +62,7 @@ import cProfile
 import json
 import os
 import pstats
+import resource
 import sys
 import time
 from pathlib import Path
@@ -222,6 +228,13 @@ async def _run(
     await service.start()
     profiler = cProfile.Profile() if profile else None
     try:
+        # CPU by process over the run: this one (event loop, receiver, engine feeder
+        # thread), the engine process, and the load generator (reaped by communicate).
+        before = (
+            resource.getrusage(resource.RUSAGE_SELF),
+            resource.getrusage(resource.RUSAGE_CHILDREN),
+            _child_cpu_seconds(),
+        )
         proc = await asyncio.create_subprocess_exec(
             sys.executable, str(LOADGEN), "--port", str(service.port), *_stream_args(data),
             "--chunk", str(CHUNK), "--connections", str(CONNECTIONS), "--rate", str(rate),
@@ -232,8 +245,18 @@ async def _run(
         out, _ = await proc.communicate()
         if profiler is not None:
             profiler.disable()
+        after = (
+            resource.getrusage(resource.RUSAGE_SELF),
+            resource.getrusage(resource.RUSAGE_CHILDREN),
+            _child_cpu_seconds(),
+        )
         assert proc.returncode == 0
         load = json.loads(out)
+        cpu = {
+            "server": _rusage_delta(before[0], after[0]),
+            "engine_process": after[2] - before[2],
+            "loadgen": _rusage_delta(before[1], after[1]),
+        }
         m = service.pipeline_metrics
         windows = sum(sample_value(m.verdicts, verdict=v) for v in ("normal", "anomaly"))
         engine_s = m.engine_seconds._sum.get()  # a MutexValue in prometheus_client
@@ -253,12 +276,48 @@ async def _run(
         "flags": len(rx.flags()),
         "dropped": service.upstream.stats.dropped_records,
         "cache": cache,
+        "cpu_per_record": _cpu_per_record(cpu, int(load["records_acked"])),
     }
     if profiler is not None:
         result["profile"] = _stages(profiler)
         if os.environ.get("LOGSIEVE_BENCH_PROFILE"):  # the raw stats, for pstats/snakeviz
             profiler.dump_stats(os.environ["LOGSIEVE_BENCH_PROFILE"])
     return result
+
+
+_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def _rusage_delta(a: resource.struct_rusage, b: resource.struct_rusage) -> float:
+    return (b.ru_utime - a.ru_utime) + (b.ru_stime - a.ru_stime)
+
+
+def _child_cpu_seconds() -> float:
+    """CPU seconds (user + system) of this process's live children: the engine process.
+
+    Read from ``/proc`` because the engine process is reaped only at ``Service.stop``,
+    after the figures are taken; 0.0 where ``/proc`` is absent."""
+    me, total = os.getpid(), 0.0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[1]) == me:  # field 4 of stat: the parent's pid
+            total += (int(fields[11]) + int(fields[12])) / _TICKS  # utime, stime
+    return total
+
+
+def _cpu_per_record(cpu: dict[str, float], records: int) -> dict[str, float]:
+    """µs of CPU per acked record, by process, and the 2-core ceiling they imply."""
+    per = {name: 1e6 * seconds / max(1, records) for name, seconds in cpu.items()}
+    total = sum(per.values())
+    return {
+        **{f"{name}_us": round(us, 2) for name, us in per.items()},
+        "total_us": round(total, 2),
+        # All of it on this machine's cores at once, nothing idle: an upper bound.
+        "records_per_s_bound_2_cores": round(2e6 / total) if total else 0.0,
+    }
 
 
 def _stream_args(data: Path) -> list[str]:
@@ -289,17 +348,30 @@ async def _run_server_alone(data: Path, duration: float) -> dict[str, Any]:
     await server.start()
     consumer = asyncio.create_task(drain())
     try:
+        before = (
+            resource.getrusage(resource.RUSAGE_SELF),
+            resource.getrusage(resource.RUSAGE_CHILDREN),
+        )
         proc = await asyncio.create_subprocess_exec(
             sys.executable, str(LOADGEN), "--port", str(server.port), *_stream_args(data),
             "--chunk", str(CHUNK), "--connections", str(CONNECTIONS), "--rate", "0",
             "--duration", str(duration), stdout=asyncio.subprocess.PIPE,
         )  # fmt: skip
         out, _ = await proc.communicate()
+        after = (
+            resource.getrusage(resource.RUSAGE_SELF),
+            resource.getrusage(resource.RUSAGE_CHILDREN),
+        )
         assert proc.returncode == 0
     finally:
         await server.stop()
         consumer.cancel()
     result: dict[str, Any] = json.loads(out)
+    cpu = {
+        "server": _rusage_delta(before[0], after[0]),
+        "loadgen": _rusage_delta(before[1], after[1]),
+    }
+    result["cpu_per_record"] = _cpu_per_record(cpu, int(result["records_acked"]))
     return result
 
 
@@ -371,6 +443,8 @@ def test_e2e_sustained_rate_latency_and_stage_breakdown(
         "records_per_s_acked_max": rate,
         "records_per_s_acked_detection_off": alone,
         "ratio_detection_on_to_off": rate / alone,
+        "cpu_per_record_max": top["cpu_per_record"],
+        "cpu_per_record_detection_off": runs["alone"]["cpu_per_record"],
         "records_per_s_sent_max": top["load"]["records_per_s_sent"],
         "stream": top["load"]["source"],
         "cache_hit_rate_max": top["cache"]["hit_rate"],
