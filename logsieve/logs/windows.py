@@ -277,8 +277,8 @@ class SessionWindower(Windower[T]):
             if time > self._min_deadline:
                 self._expire(time, out)
                 if out:  # it may have closed this key's window: the generic placing
+                    # (no new maximum of open windows: expiry closed one at least)
                     self._place(time, keys[0], item, out)
-                    self.stats.max_open = max(self.stats.max_open, len(self._open))
                     self._count(out)
                     return out
         # Window.add's _place for a key with an open window, inlined.
