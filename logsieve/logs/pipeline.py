@@ -50,7 +50,7 @@ class Event:
 class LinePipeline:
     """Turns records into closed windows of :class:`Event` with one configuration."""
 
-    __slots__ = ("config", "keys", "matcher", "novelty", "windower")
+    __slots__ = ("_add", "_keys_of", "_touch", "config", "keys", "matcher", "novelty", "windower")
 
     def __init__(
         self,
@@ -69,6 +69,11 @@ class LinePipeline:
         self.novelty: NoveltyTracker | None = (
             NoveltyTracker.for_config(config) if config.unseen_templates == "novelty" else None
         )
+        # Bound once: feed_line runs per served line (the matcher is looked up per line,
+        # since use_matcher replaces it).
+        self._keys_of = self.keys.keys_of
+        self._add = self.windower.add
+        self._touch = self.novelty.touch if self.novelty is not None else None
 
     def feed(
         self, record: LogRecord, fields: Mapping[str, Any] | None = None
@@ -105,15 +110,15 @@ class LinePipeline:
         """:meth:`feed_event` of a record given by its parts (the server's hot path:
         no :class:`LogRecord` is built for a line it has already split)."""
         if keys is None:
-            keys = self.keys.keys_of(text, host, fields)
+            keys = self._keys_of(text, host, fields)
         tid = self.matcher.match(text)
-        novelty = self.novelty
-        if novelty is not None:
-            novelty.touch(keys)
+        if self._touch is not None:
+            self._touch(keys)
             if tid == UNKNOWN:
-                tid = novelty.observe(text, keys, time)
+                assert self.novelty is not None  # it gave _touch
+                tid = self.novelty.observe(text, keys, time)
         event = Event(time, tid, text, seq)
-        return event, keys, self.windower.add(time, keys, event)
+        return event, keys, self._add(time, keys, event)
 
     def use_matcher(self, matcher: TemplateMatcher) -> dict[int, Event]:
         """Match from now on with ``matcher`` (a reloaded model's), and re-match the
