@@ -338,7 +338,7 @@ class StreamingPipeline:
                 parsed += raw
                 if first is not None:
                     seq = first + i
-                event, keys, closed = feed(when, host, text, fields, seq=seq)
+                event, keys, closed = feed(when, host, text, fields, seq)
             except Exception as exc:  # one bad record never ends the connection's batch
                 dropped += 1
                 self._drop("record", exc, f"tag {batch.tag!r}")

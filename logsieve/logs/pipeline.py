@@ -103,12 +103,13 @@ class LinePipeline:
         host: str | None,
         text: str,
         fields: Mapping[str, Any] | None = None,
-        *,
         seq: int = -1,
+        *,
         keys: tuple[str, ...] | None = None,
     ) -> tuple[Event, tuple[str, ...], list[Window[Event]]]:
         """:meth:`feed_event` of a record given by its parts (the server's hot path:
-        no :class:`LogRecord` is built for a line it has already split)."""
+        no :class:`LogRecord` is built for a line it has already split; ``seq`` may
+        be passed by position, which the per-record call does)."""
         if keys is None:
             keys = self._keys_of(text, host, fields)
         tid = self.matcher.match(text)

@@ -66,7 +66,6 @@ __all__ = [
 ]
 
 T = TypeVar("T")
-_INF = math.inf
 
 CloseReason = Literal["idle", "idle_wall", "watermark", "max_lines", "evicted", "flush", "late"]
 
@@ -267,7 +266,8 @@ class SessionWindower(Windower[T]):
         window is open (nearly every served line) takes a shorter path to the same
         result: the generic one costs ~2 µs per line in calls and lookups."""
         state = self._open.get(keys[0]) if len(keys) == 1 else None
-        if state is None or type(time) is not float or not -_INF < time < _INF:
+        # time - time is 0.0 for a finite float only (nan for inf and nan).
+        if state is None or type(time) is not float or time - time != 0.0:
             return super().add(time, keys, item)
         self.stats.events += 1
         out: list[Window[T]] = []
