@@ -2,7 +2,7 @@
 
 ::
 
-    put(batch) ── record → line text → LogRecord ──► LinePipeline (keys, templates, windows)
+    put(batch) ── record → (time, host, text) ──► LinePipeline (keys, templates, windows)
                   (a whole raw line: the bundle's line parser → time, host, content)
                                                           │ closed windows
                                        bounded queue ◄────┘   (put awaits when full)
