@@ -27,9 +27,10 @@ one trained here on the same kind of lines.
 Run (repo root)::
 
     LOGSIEVE_DATA=../shared/data PYTHONPATH=. .venv/bin/python bench/hotpath.py \\
-        [--bundle DIR] [--records 100000] [--rounds 3] [--profile]
+        [--bundle DIR] [--records 100000] [--rounds 3] [--profile] [--gc default]
 
-Figures are the best of ``--rounds`` (the spread says how noisy the machine was).
+Figures are the best of ``--rounds`` (the spread says how noisy the machine was), with
+the server's GC thresholds (``--gc default``: CPython's).
 """
 
 from __future__ import annotations
@@ -308,7 +309,19 @@ def main() -> None:
     ap.add_argument("--records", type=int, default=100_000)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--profile", action="store_true", help="cProfile one put run")
+    ap.add_argument(
+        "--gc",
+        choices=("serving", "default"),
+        default="serving",
+        help="the server's GC thresholds (app.GC_THRESHOLD, as served) or CPython's",
+    )
     args = ap.parse_args()
+    if args.gc == "serving":
+        import gc
+
+        from logsieve.agent_plugin.app import GC_THRESHOLD
+
+        gc.set_threshold(*GC_THRESHOLD)
     from tests.conftest import data_dir
 
     root = args.data or data_dir()
