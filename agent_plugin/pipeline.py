@@ -2,7 +2,7 @@
 
 ::
 
-    put(batch) ── record → line text → LogRecord ──► LinePipeline (keys, templates, windows)
+    put(batch) ── record → (time, host, text) ──► LinePipeline (keys, templates, windows)
                   (a whole raw line: the bundle's line parser → time, host, content)
                                                           │ closed windows
                                        bounded queue ◄────┘   (put awaits when full)
@@ -311,9 +311,11 @@ class StreamingPipeline:
         m = self.metrics
         no_text = unknown = parsed = dropped = 0
         # Hoisted: this loop runs once per record and is most of the server's Python.
-        reader, feed, pass_through = self.reader, self.lines.feed_event, self.config.pass_through
-        text_of, line_of = reader.text, reader.line
-        trusted_until = reader.trusted_until()  # read once per frame
+        read, feed, pass_through = self.reader.read, self.lines.feed_line, self.config.pass_through
+        trusted_until = self.reader.trusted_until()  # read once per frame
+        # The latest event time of the frame so far, committed to the watermark's base
+        # (note_time) before any await and at the end: one clock read per frame.
+        latest: float | None = None
         # Written (and under fsync "always" synced) before windowing: the ack follows.
         first = None
         if self.ledger is not None:
@@ -321,44 +323,50 @@ class StreamingPipeline:
                 m.records.labels(outcome="repeat").inc(len(batch.records))
                 return  # a resend of a frame whose ack was lost: its records are in
             first = await self.ledger.append(batch)
+        seq = -1
         for i, rec in enumerate(batch.records):
+            fields = rec.record
             try:
-                text = text_of(rec.record)
-                if text is None:
+                got = read(fields, rec.time, trusted_until)
+                if got is None:
                     no_text += 1
                     if pass_through:
+                        self.note_time(latest)
                         await self._pass(rec, None)
                     continue
-                record, raw = line_of(text, rec.record, rec.time, trusted_until)
+                when, host, text, raw = got
                 parsed += raw
-                seq = first + i if first is not None else -1
-                event, keys, closed = feed(record, rec.record, seq=seq)
+                if first is not None:
+                    seq = first + i
+                event, keys, closed = feed(when, host, text, fields, seq)
             except Exception as exc:  # one bad record never ends the connection's batch
                 dropped += 1
                 self._drop("record", exc, f"tag {batch.tag!r}")
                 continue
             if closed:
                 self._unqueued += 1
-            if event.unknown:
+            if event.template_id < 0:  # Event.unknown, without a property call
                 unknown += 1
-            when = record.time
-            if when is not None and (self._max_time is None or when > self._max_time):
-                self._max_time, self._max_time_seen_at = when, self._clock()
+            if when is not None and (latest is None or when > latest):
+                latest = when
             if pass_through:
                 if keys:
                     self._held[id(event)] = (event, rec)
                 else:
+                    self.note_time(latest)
                     await self._pass(rec, None)
             if closed:
+                self.note_time(latest)
                 try:
                     await self._enqueue_all(closed)
                 finally:
                     self._unqueued -= 1
+        self.note_time(latest)
         # Counted once per frame: a labelled lookup per record cost 6% of a loaded run.
         if unknown:
             m.unknown_lines.inc(unknown)
         windowed = len(batch.records) - no_text - dropped
-        reader.count_raw(parsed, windowed)
+        self.reader.count_raw(parsed, windowed)
         m.records.labels(outcome="no_text").inc(no_text)
         m.records.labels(outcome="windowed").inc(windowed)
 

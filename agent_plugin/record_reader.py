@@ -7,6 +7,8 @@ records the same way::
     trusted_until = reader.trusted_until()           # once per frame
     text = reader.text(rec.record)                   # None: nothing to window
     line, parsed = reader.line(text, rec.record, rec.time, trusted_until)
+    # put's form, per record: (time, host, text, parsed), or None without text
+    got = reader.read(rec.record, rec.time, trusted_until)
 
 * the text is the first non-empty of ``text_fields`` (``log``, ``message``), one line;
 * a text that is a whole raw line of the bundle's format (Fluent Bit ``tail`` without a
@@ -58,6 +60,7 @@ class RecordReader:
         self.needs_host = log_config.windows.kind == "sliding"
         line_format = bundle.line_format if config.raw_lines else None
         self.raw_parser = LineParser(line_format) if line_format is not None else None
+        self._parse_raw = self.raw_parser.whole_line if self.raw_parser is not None else None
         self.raw_counts = {"parsed": 0, "as_is": 0}
         self.metrics = metrics
         self._watermark = watermark
@@ -95,20 +98,40 @@ class RecordReader:
     ) -> tuple[LogRecord, bool]:
         """The line to window for ``text`` (the record's map and time beside it), and
         whether the text was a whole raw line split by the bundle's format."""
+        when, host, text, raw = self.split(text, record, time, trusted_until)
+        return LogRecord(when, host, text), raw
+
+    def read(
+        self, record: Mapping[Any, Any], time: float, trusted_until: float
+    ) -> tuple[float | None, str | None, str, bool] | None:
+        """:meth:`text` then :meth:`split` in one call (``put``'s, per record): None
+        when the record has no text."""
+        for name in self.text_fields:  # text(), inlined: one call less per record
+            value = record.get(name)
+            if isinstance(value, bytes):
+                value = value.decode("utf-8", errors="replace")
+            if isinstance(value, str) and value:
+                text = value.rstrip("\r\n")
+                return self.split(text, record, time, trusted_until) if text else None
+        return None
+
+    def split(
+        self, text: str, record: Mapping[Any, Any], time: float, trusted_until: float
+    ) -> tuple[float | None, str | None, str, bool]:
+        """:meth:`line` as ``(time, host, text, raw)``, without building a record."""
         host = self.host(record) if self.needs_host else None
-        parser = self.raw_parser
-        raw = parser.parse_raw(text) if parser is not None else None
+        raw = self._parse_raw(text) if self._parse_raw is not None else None
+        when: float | None
         if raw is None:
-            out = LogRecord(time, host, text)
+            when = time
         elif raw.time is not None and (raw.host is not None or host is None):
-            out = raw
+            when, host, text = raw.time, raw.host, raw.text
         else:
-            own = raw.time if raw.time is not None else time
-            out = LogRecord(own, raw.host or host, raw.text)
-        when = out.time
+            when = raw.time if raw.time is not None else time
+            host, text = raw.host or host, raw.text
         if when is not None and not 0 < when <= trusted_until:
-            out = self._retime(out, trusted_until)
-        return out, raw is not None
+            when = self._retime(when, trusted_until)
+        return when, host, text, raw is not None
 
     def count_raw(self, parsed: int, windowed: int) -> None:
         """Count one frame's texts that were whole raw lines (``parsed``) or content."""
@@ -120,20 +143,18 @@ class RecordReader:
         self.raw_counts["parsed"] += parsed
         self.raw_counts["as_is"] += windowed - parsed
 
-    def _retime(self, record: LogRecord, trusted_until: float) -> LogRecord:
-        """``record`` without its untrusted time: the windower places it at the current
-        event time, as any record without one (see :mod:`.timecheck` for why)."""
-        assert record.time is not None
-        reason = untrusted_time(record.time, trusted_until) or "future"
+    def _retime(self, when: float, trusted_until: float) -> float | None:
+        """The time to window a record whose event time ``when`` is not trusted: none
+        (the windower places it at the current event time, as any record without
+        one; see :mod:`.timecheck` for why), or before the windower has any, now."""
+        reason = untrusted_time(when, trusted_until) or "future"
         self.metrics.retimed.labels(reason=reason).inc()
         self._log.warn(
             f"time:{reason}",
             "event time %r not trusted (%s; trusted until %.0f): windowed at the current "
             "event time",
-            record.time,
+            when,
             reason,
             trusted_until,
         )
-        # No time: the windower's current one. Before it has any, the receive time.
-        now = None if self._watermark() is not None else self._wall()
-        return LogRecord(now, record.host, record.text)
+        return None if self._watermark() is not None else self._wall()

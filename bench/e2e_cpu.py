@@ -48,9 +48,15 @@ def _peak_rss_mib(pid: int) -> float:
     return float("nan")
 
 
+def _engine_pid(service: Any) -> int | None:
+    """The engine child's pid (``Service.engine`` is an ``EngineWorker`` by default)."""
+    proc = getattr(service.engine, "_proc", None)
+    return None if proc is None else int(proc.pid)
+
+
 def _snapshot(service: Any) -> tuple[float, float, float, tuple[float, float]]:
-    worker = service._worker
-    child = _proc_cpu(worker._proc.pid) if worker is not None else 0.0
+    pid = _engine_pid(service)
+    child = _proc_cpu(pid) if pid is not None else 0.0
     return time.perf_counter(), _proc_cpu(os.getpid()), child, _machine()
 
 
@@ -82,8 +88,9 @@ def main() -> None:
 
     async def timed_stop(self: Any) -> bool:
         marks["t1"] = _snapshot(self)
-        if self._worker is not None:
-            marks["child_rss"] = _peak_rss_mib(self._worker._proc.pid)
+        pid = _engine_pid(self)
+        if pid is not None:
+            marks["child_rss"] = _peak_rss_mib(pid)
         delivered: bool = await stop(self)
         return delivered
 

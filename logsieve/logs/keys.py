@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from types import MappingProxyType
 from typing import Any
 
@@ -54,36 +54,46 @@ class KeyExtractor:
     records put under :data:`UNKEYED_HOST`).
     """
 
-    __slots__ = ("_field", "_regex", "_sliding", "unkeyed")
+    __slots__ = ("_field", "_findall", "_sliding", "unkeyed")
 
     def __init__(self, config: WindowConfig) -> None:
         self._sliding = config.kind == "sliding"
         self._field = config.key_field
-        self._regex = (
+        regex = (
             re.compile(config.key_regex)
             if config.key_regex is not None and not self._sliding
             else None
         )
+        self._findall: Callable[[str], list[str]] | None = None
+        if regex is not None:
+            # findall returns group 1 (or the whole match) as plain strings, in C; with
+            # more groups it returns tuples, so that rare case takes finditer.
+            self._findall = (
+                regex.findall
+                if regex.groups <= 1
+                else lambda text: [m.group(1) for m in regex.finditer(text)]
+            )
         self.unkeyed = 0
 
     def keys(self, record: LogRecord, fields: Mapping[str, Any] | None = None) -> tuple[str, ...]:
         """The keys of ``record`` (``fields``: the raw record map, if any)."""
+        return self.keys_of(record.text, record.host, fields)
+
+    def keys_of(
+        self, text: str, host: str | None, fields: Mapping[str, Any] | None = None
+    ) -> tuple[str, ...]:
+        """:meth:`keys` of a record given by its text and host."""
         if self._field is not None and fields is not None:
             key = _as_key(fields.get(self._field))
             if key is not None:
                 return (key,)
         if self._sliding:
-            if record.host:
-                return (record.host,)
+            if host:
+                return (host,)
             self.unkeyed += 1
             return (UNKEYED_HOST,)
-        if self._regex is not None:
-            # findall returns group 1 (or the whole match) as plain strings, in C; with
-            # more groups it returns tuples, so that rare case takes finditer.
-            if self._regex.groups > 1:
-                found = [m.group(1) for m in self._regex.finditer(record.text)]
-            else:
-                found = self._regex.findall(record.text)
+        if self._findall is not None:
+            found = self._findall(text)
             if len(found) == 1 and found[0]:  # the usual case: one block id per line
                 return (found[0],)
             keys = tuple(dict.fromkeys(k for k in found if k))

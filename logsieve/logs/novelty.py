@@ -137,6 +137,7 @@ class NoveltyTracker:
         # appeared are a suffix of this order (bounded: the oldest are forgotten).
         self._active: OrderedDict[str, int] = OrderedDict()
         self._seq = 0
+        self._max_keys = config.max_keys  # read per line (the config is frozen)
         self.counts = {
             "lines_rare": 0, "lines_admitted": 0, "lines_untracked": 0,
             "windows_rare": 0, "windows_drift_only": 0, "patterns_new": 0,
@@ -162,7 +163,7 @@ class NoveltyTracker:
         for key in keys:
             active[key] = self._seq
             active.move_to_end(key)
-        if len(active) > self.config.max_keys:
+        if len(active) > self._max_keys:
             active.popitem(last=False)
 
     def observe(self, text: str, keys: Sequence[str], time: float | None) -> int:

@@ -22,14 +22,19 @@ from logsieve.logs.windows import Window, Windower, make_windower
 __all__ = ["Event", "LinePipeline", "mine_templates", "windows_of"]
 
 
-@dataclass(slots=True, frozen=True)
+@dataclass(slots=True)
 class Event:
-    """One line inside a window: its time, template id and text.
+    """One line inside a window: its time, template id and text; read-only by use.
 
     A negative template id is a line no training template matched: ``UNKNOWN``, or a
     new pattern's id (:mod:`logsieve.logs.novelty`).
 
     The text is kept so a flag can show the lines that explain it.
+
+    Not ``frozen``: one is made per served line, and a frozen dataclass's ``__init__``
+    (``object.__setattr__`` per field) costs ~1 µs more per line than a plain one
+    (``bench/hotpath.py``). Nothing changes an event once made: a reload replaces the
+    events it re-matches (:meth:`LinePipeline.use_matcher`).
     """
 
     time: float | None
@@ -45,7 +50,7 @@ class Event:
 class LinePipeline:
     """Turns records into closed windows of :class:`Event` with one configuration."""
 
-    __slots__ = ("config", "keys", "matcher", "novelty", "windower")
+    __slots__ = ("_add", "_keys_of", "_touch", "config", "keys", "matcher", "novelty", "windower")
 
     def __init__(
         self,
@@ -64,6 +69,11 @@ class LinePipeline:
         self.novelty: NoveltyTracker | None = (
             NoveltyTracker.for_config(config) if config.unseen_templates == "novelty" else None
         )
+        # Bound once: feed_line runs per served line (the matcher is looked up per line,
+        # since use_matcher replaces it).
+        self._keys_of = self.keys.keys_of
+        self._add = self.windower.add
+        self._touch = self.novelty.touch if self.novelty is not None else None
 
     def feed(
         self, record: LogRecord, fields: Mapping[str, Any] | None = None
@@ -85,16 +95,31 @@ class LinePipeline:
         ``seq`` numbers the event (the server's write-ahead log); ``keys`` replaces
         the record's own keys (a restart replaying a record into some of its windows).
         """
+        return self.feed_line(record.time, record.host, record.text, fields, seq=seq, keys=keys)
+
+    def feed_line(
+        self,
+        time: float | None,
+        host: str | None,
+        text: str,
+        fields: Mapping[str, Any] | None = None,
+        seq: int = -1,
+        *,
+        keys: tuple[str, ...] | None = None,
+    ) -> tuple[Event, tuple[str, ...], list[Window[Event]]]:
+        """:meth:`feed_event` of a record given by its parts (the server's hot path:
+        no :class:`LogRecord` is built for a line it has already split; ``seq`` may
+        be passed by position, which the per-record call does)."""
         if keys is None:
-            keys = self.keys.keys(record, fields)
-        tid = self.matcher.match(record.text)
-        novelty = self.novelty
-        if novelty is not None:
-            novelty.touch(keys)
+            keys = self._keys_of(text, host, fields)
+        tid = self.matcher.match(text)
+        if self._touch is not None:
+            self._touch(keys)
             if tid == UNKNOWN:
-                tid = novelty.observe(record.text, keys, record.time)
-        event = Event(record.time, tid, record.text, seq)
-        return event, keys, self.windower.add(record.time, keys, event)
+                assert self.novelty is not None  # it gave _touch
+                tid = self.novelty.observe(text, keys, time)
+        event = Event(time, tid, text, seq)
+        return event, keys, self._add(time, keys, event)
 
     def use_matcher(self, matcher: TemplateMatcher) -> dict[int, Event]:
         """Match from now on with ``matcher`` (a reloaded model's), and re-match the

@@ -254,10 +254,52 @@ class SessionWindower(Windower[T]):
         # A lower bound of the earliest deadline: the front's deadline never decreases
         # (the watermark does not go back), so most events skip _expire's walk.
         self._min_deadline = -math.inf
+        self._idle_timeout = config.idle_timeout  # read per event (the config is frozen)
+        self._max_lines = config.max_lines
 
     @property
     def open_windows(self) -> int:
         return len(self._open)
+
+    def add(self, time: float | None, keys: Sequence[str], item: T) -> list[Window[T]]:
+        """:meth:`Windower.add`; an event with a finite float time and one key whose
+        window is open (nearly every served line) takes a shorter path to the same
+        result: the generic one costs ~2 µs per line in calls and lookups."""
+        state = self._open.get(keys[0]) if len(keys) == 1 else None
+        # time - time is 0.0 for a finite float only (nan for inf and nan).
+        if state is None or type(time) is not float or time - time != 0.0:
+            return super().add(time, keys, item)
+        self.stats.events += 1
+        out: list[Window[T]] = []
+        watermark = self._watermark
+        if watermark is None or time > watermark:
+            self._watermark = watermark = time
+            if time > self._min_deadline:
+                self._expire(time, out)
+                if out:  # it may have closed this key's window: the generic placing
+                    # (no new maximum of open windows: expiry closed one at least)
+                    self._place(time, keys[0], item, out)
+                    self._count(out)
+                    return out
+        # Window.add's _place for a key with an open window, inlined.
+        key = keys[0]
+        self._open.move_to_end(key)
+        state.deadline = watermark + self._idle_timeout
+        if self._clock is not None:
+            state.seen = self._clock()
+        window = state.window
+        items = window.items
+        items.append(item)
+        if time < window.start:
+            window.start = time
+        elif time > window.end:
+            window.end = time
+        if len(items) >= self._max_lines:
+            del self._open[key]
+            window.closed_by = "max_lines"
+            out.append(window)
+            self._count(out)
+        return out
 
     def _expire(self, watermark: float, out: list[Window[T]]) -> None:
         if watermark <= self._min_deadline:

@@ -522,6 +522,52 @@ def test_records_roundtrip_in_forward_and_packed_modes(
     ]
 
 
+_ns = 1_000_000_000
+_entry_time = st.one_of(
+    # EventTime of every kind: usual, "now" (0), nanoseconds only, group markers,
+    # nanoseconds out of range; and the other encodings the per-entry path reads.
+    st.builds(et, st.integers(1, 2**32 - 3), st.integers(0, _ns - 1)),
+    st.builds(et, st.sampled_from([0, 2**32 - 2, 2**32 - 1]), st.sampled_from([0, 7])),
+    st.builds(et, st.integers(1, 9), st.sampled_from([_ns, 2**32 - 1])),
+    st.integers(-2, 2**32),
+    st.sampled_from([None, 1.5, -1.0]),
+)
+_flat = st.dictionaries(_text, st.one_of(_scalar, st.floats(allow_nan=False)), max_size=4)
+_entry_record = st.one_of(
+    _flat,
+    _record,
+    st.dictionaries(st.integers(0, 3), _text, max_size=2),
+    st.dictionaries(st.binary(max_size=3), st.one_of(_text, st.binary(max_size=3)), max_size=2),
+)
+_header = st.one_of(_entry_time, st.tuples(_entry_time, st.dictionaries(_text, _text, max_size=2)))
+
+
+@settings(max_examples=200, deadline=None)
+@given(entries=st.lists(st.tuples(_header, _entry_record), max_size=8))
+def test_packed_forward_decodes_as_forward_mode_does(
+    entries: list[tuple[Any, dict[Any, Any]]],
+) -> None:
+    """PackedForward (one unpack call, the [EventTime, flat record] shortcut) gives the
+    records, times and skip counts that Forward mode's per-entry path gives."""
+    as_list = [[list(h) if type(h) is tuple else h, r] for h, r in entries]
+    packed = decode(fluentd_packed(b"".join(packb(e) for e in as_list), {}, tag="p"))
+    forward = decode(packb(["p", as_list]))
+    assert packed.records == forward.records
+    assert (packed.skipped_markers, packed.skipped_invalid) == (
+        forward.skipped_markers,
+        forward.skipped_invalid,
+    )
+
+
+def test_packed_forward_names_the_bad_entry_after_the_one_call_unpack() -> None:
+    """A payload that scans whole but fails to unpack (a map keyed by an array) is
+    reported with its entry's number, as the per-entry unpack reports it."""
+    bad = b"\x92" + ET_FIXEXT8 + b"\x81\x91\x01\x01"  # [time, {[1]: 1}]
+    payload = entry(T_SEC, {"msg": "hi"}) * 2 + bad
+    with pytest.raises(ProtocolError, match="malformed msgpack in PackedForward entry 2: Type"):
+        decode(fluentd_packed(payload, {}))
+
+
 # -- EventTime helper (for clients) ------------------------------------------------------------
 
 

@@ -494,3 +494,52 @@ def test_bgl_sliding_windows_cover_each_event_size_over_step_times(shared_data: 
     assert all(w.closed_by in ("watermark", "flush") for w in windows)
     hosts = {e[1][0] for e in events}
     assert {w.key for w in windows} == hosts
+
+
+class _GenericSessions(SessionWindower[int]):
+    """The session windower with the base class's ``add`` only: the reference for
+    :meth:`SessionWindower.add`'s shorter path for an event whose key is open."""
+
+    def add(self, time: float | None, keys: Sequence[str], item: int) -> list[Window[int]]:
+        return Windower.add(self, time, keys, item)
+
+
+_times = st.one_of(
+    st.floats(min_value=0.0, max_value=200.0),  # mostly a float, as served
+    st.integers(min_value=0, max_value=200),
+    st.none(),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    events=st.lists(st.tuples(_times, st.lists(st.sampled_from("abcde"), max_size=3)), max_size=80),
+    max_lines=st.integers(min_value=1, max_value=6),
+    max_open=st.integers(min_value=1, max_value=4),
+    idle=st.sampled_from([0.5, 5.0, 30.0]),
+    clocked=st.booleans(),
+)
+def test_session_add_fast_path_equals_generic_add(
+    events: list[tuple[float | None, list[str]]],
+    max_lines: int,
+    max_open: int,
+    idle: float,
+    clocked: bool,
+) -> None:
+    """Same windows (keys, spans, items, reasons, in order), counters and idle-closing
+    state, whatever the mix of keys, times, line and open-window caps."""
+    config = session(idle_timeout=idle, max_lines=max_lines, max_open_windows=max_open)
+    ticks = iter(range(1_000_000))
+    clock = (lambda: float(next(ticks))) if clocked else None
+    fast: SessionWindower[int] = SessionWindower(config, clock)
+    ticks_ref = iter(range(1_000_000))
+    clock_ref = (lambda: float(next(ticks_ref))) if clocked else None
+    ref = _GenericSessions(config, clock_ref)
+    for i, (t, keys) in enumerate(events):
+        got, want = fast.add(t, tuple(keys), i), ref.add(t, tuple(keys), i)
+        assert flat(got) == flat(want)
+        assert fast.watermark == ref.watermark
+    assert fast.stats == ref.stats
+    assert [s.seen for s in fast._open.values()] == [s.seen for s in ref._open.values()]
+    assert flat(fast.close_idle(3.0)) == flat(ref.close_idle(3.0))
+    assert flat(fast.flush()) == flat(ref.flush())
