@@ -1,0 +1,390 @@
+"""``logsieve worker``: own some partitions, window, score, send flags, ack.
+
+::
+
+    JetStream <stream>.p.<n> ──pull (one durable consumer per owned partition)──►
+        feed (keys of this partition only) ──► StreamingPipeline (windows, engine,
+        cache, incidents, flags → upstream)            ClusterTracker (when to ack)
+                                                             │ every commit_interval
+        state bucket ◄── done keys of unacked messages ◄─────┤
+        JetStream    ◄── ack (every window of the message judged and delivered)
+
+One pipeline (one engine, one batcher) serves every partition the worker owns;
+partitions only decide which keys it sees. Taking a partition (:mod:`.lease`): read
+what the previous owner finished (state bucket), delete its consumer and create a
+new one that delivers everything still in the work-queue stream, in stream order:
+exactly the messages not acked yet, each windowed again except its done keys.
+Giving one back (rebalancing): stop fetching, close its open session windows, wait
+until its messages are acked, delete the lease. A lease lost without giving it back
+(a stalled worker) is dropped at once: its messages are the next owner's.
+
+Shutdown (SIGTERM): stop taking and fetching → flush every window through the engine
+→ wait for upstream acks (spooled otherwise) → ack → give back the leases.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from typing import Any
+
+import msgpack
+import nats
+from nats.aio.client import Client as NATS
+from nats.errors import TimeoutError as NatsTimeout
+from nats.js import JetStreamContext
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.errors import KeyNotFoundError, NotFoundError
+
+from logsieve.bundle import Bundle
+from logsieve.engine import Engine
+from logsieve.errors import ConfigError
+from logsieve.logs.windows import SessionWindower
+
+from ..app import start_window_engine
+from ..metrics import Metrics
+from ..metrics_http import MetricsServer
+from ..pipeline import StreamingPipeline
+from ..pipeline_metrics import PipelineMetrics
+from ..serve_config import ServeSettings
+from ..upstream import UpstreamClient
+from .cluster_config import ClusterConfig
+from .cluster_metrics import WorkerMetrics
+from .feed import feed_message
+from .lease import Leases
+from .partition import partition_of
+from .streams import Buckets, ensure_buckets, ensure_stream
+from .tracker import ClusterTracker
+from .wire import WireError, decode
+
+__all__ = ["Worker"]
+
+log = logging.getLogger(__name__)
+
+
+class Worker:
+    """One scoring worker (module docstring)."""
+
+    def __init__(
+        self,
+        settings: ServeSettings,
+        cluster: ClusterConfig,
+        bundle: Bundle,
+        engine: Engine | None = None,
+    ) -> None:
+        if cluster.nats_url is None:
+            raise ConfigError("cluster.nats_url", None, "nats://host:port (a worker needs NATS)")
+        self.url: str = cluster.nats_url
+        self.settings, self.cluster, self.bundle = settings, cluster, bundle
+        self.name = cluster.name
+        self.engine = start_window_engine(settings.pipeline, bundle, engine)
+        self.metrics = Metrics()
+        self.pipeline_metrics = PipelineMetrics(self.metrics.registry)
+        self.worker_metrics = WorkerMetrics(self.metrics.registry)
+        self.upstream = UpstreamClient(settings.upstream)
+        self.pipeline_metrics.bind_upstream(self.upstream)
+        self.pipeline = StreamingPipeline(
+            settings.pipeline, bundle, self.engine, self.upstream, self.pipeline_metrics
+        )
+        self.sessions = isinstance(self.pipeline.lines.windower, SessionWindower)
+        self.tracker = ClusterTracker(self.upstream, sessions=self.sessions)
+        self.pipeline.ledger = self.tracker
+        server = settings.server
+        self.http = MetricsServer(
+            self.metrics.registry, server.metrics_host, server.metrics_port, health=self.health
+        )
+        self.nc: NATS | None = None
+        self.js: JetStreamContext | None = None
+        self.buckets: Buckets | None = None
+        self.leases: Leases | None = None
+        self._fetchers: dict[int, asyncio.Task[None]] = {}
+        self._releasing: dict[int, asyncio.Task[None]] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+        self._connected = False
+        self._stopping = False
+        self._started: list[str] = []
+        self._lagging: set[int] = set()  # partitions with a lag sample
+        self.acquired_at: dict[int, float] = {}  # partition -> monotonic time taken
+
+    # -- lifecycle ---------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Connect, create the stream and buckets if absent, start serving partitions."""
+        try:
+            self.nc = await nats.connect(
+                self.url,
+                name=f"logsieve-worker-{self.name}",
+                max_reconnect_attempts=-1,
+                reconnect_time_wait=0.5,
+                disconnected_cb=self._on_disconnect,
+                reconnected_cb=self._on_reconnect,
+            )
+            self._connected = True
+            self._started.append("nats")
+            self.js = self.nc.jetstream()
+            await ensure_stream(self.js, self.cluster)
+            self.buckets = await ensure_buckets(self.js, self.cluster)
+            self.leases = Leases(self.buckets, self.name, self.cluster.partitions)
+            await self.upstream.start()
+            self._started.append("upstream")
+            await self.pipeline.start()
+            self._started.append("pipeline")
+            await self.http.start()
+            self._started.append("http")
+            self._tasks = [
+                asyncio.create_task(self._run_leases(), name="logsieve-leases"),
+                asyncio.create_task(self._run_commits(), name="logsieve-commits"),
+                asyncio.create_task(self._run_lag(), name="logsieve-lag"),
+            ]
+        except BaseException:
+            await self.stop()
+            raise
+        log.info("worker %s: %s, stream %s", self.name, self.cluster.nats_url, self.cluster.stream)
+
+    async def stop(self) -> None:
+        """The ordered shutdown (module docstring); safe to call twice."""
+        started, self._started = self._started, []
+        self._stopping = True
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+        await self._stop_fetchers(list(self._fetchers))
+        for task in self._releasing.values():
+            task.cancel()
+        await asyncio.gather(*self._releasing.values(), return_exceptions=True)
+        if "pipeline" in started:
+            await self.pipeline.close()
+        if "upstream" in started:
+            await self.upstream.flush(self.settings.pipeline.flush_timeout)
+            await self.upstream.stop(timeout=0.5)
+        self.engine.close()
+        if "nats" in started and self.nc is not None:
+            with contextlib.suppress(Exception):
+                await self._commit()
+                if self.leases is not None:
+                    await self.leases.leave()
+            with contextlib.suppress(Exception):
+                await self.nc.close()
+        if "http" in started:
+            await self.http.stop()
+
+    @property
+    def metrics_port(self) -> int:
+        return self.http.port
+
+    def health(self) -> str | None:
+        """None while healthy, else why not (``/health`` 503)."""
+        if not self._connected:
+            return f"NATS connection to {self.cluster.nats_url} lost"
+        failed = [t.get_name() for t in self._tasks if t.done()]
+        if failed and not self._stopping:
+            return f"task ended: {', '.join(failed)}"
+        return None
+
+    async def _on_disconnect(self) -> None:
+        self._connected = False
+        log.warning("worker %s: NATS connection lost", self.name)
+
+    async def _on_reconnect(self) -> None:
+        self._connected = True
+        log.warning("worker %s: NATS connection back", self.name)
+
+    # -- partitions --------------------------------------------------------------
+
+    @property
+    def owned(self) -> list[int]:
+        return sorted(self.leases.owned) if self.leases is not None else []
+
+    async def _run_leases(self) -> None:
+        assert self.leases is not None
+        period = self.cluster.lease_ttl / 3
+        while True:
+            try:
+                await self._lease_round(self.leases)
+            except Exception as exc:  # NATS away for a moment: try again next round
+                log.warning("worker %s: lease round failed: %s", self.name, exc)
+            await asyncio.sleep(period)
+
+    async def _lease_round(self, leases: Leases) -> None:
+        members = await leases.announce()
+        self.worker_metrics.members.set(len(members))
+        for p in list(leases.owned):
+            if not await leases.renew(p):
+                log.error("worker %s: lease of partition %d lost", self.name, p)
+                self.worker_metrics.moves.labels(kind="lost").inc()
+                await self._stop_fetchers([p])
+                self.tracker.forget(p)
+        share = leases.fair_share(members)
+        keeping = [p for p in leases.owned if p not in self._releasing]
+        if len(keeping) > share and self.sessions:
+            # Sliding windows cannot be closed early without changing them: partitions
+            # move only when their worker is gone (README).
+            p = keeping[-1]
+            self._releasing[p] = asyncio.create_task(self._release(p), name=f"release-{p}")
+        elif len(keeping) < share:
+            for p in (await leases.free())[: share - len(keeping)]:
+                if await leases.acquire(p):
+                    await self._take(p)
+        self.worker_metrics.owned.set(len(leases.owned))
+
+    async def _take(self, p: int) -> None:
+        """Start consuming partition ``p`` (lease already ours)."""
+        assert self.js is not None and self.buckets is not None
+        cfg = self.cluster
+        done: dict[int, Any] = {}
+        with contextlib.suppress(KeyNotFoundError):
+            entry = await self.buckets.state.get(f"p{p}")
+            if entry.value:
+                done = msgpack.unpackb(entry.value, strict_map_key=False)
+        with contextlib.suppress(NotFoundError):
+            await self.js.delete_consumer(cfg.stream, f"p{p}")
+        sub = await self.js.pull_subscribe(
+            cfg.subject(p),
+            durable=f"p{p}",
+            stream=cfg.stream,
+            config=ConsumerConfig(
+                ack_policy=AckPolicy.EXPLICIT,
+                deliver_policy=DeliverPolicy.ALL,
+                ack_wait=cfg.ack_wait,
+                max_ack_pending=1_000_000,
+                max_deliver=-1,
+            ),
+        )
+        self.acquired_at[p] = time.monotonic()
+        self.worker_metrics.moves.labels(kind="acquired").inc()
+        info = await self.js.consumer_info(cfg.stream, f"p{p}")
+        log.warning(
+            "worker %s: took partition %d: %d message(s) waiting, %d of them partly judged",
+            self.name,
+            p,
+            info.num_pending or 0,
+            len(done),
+        )
+        self._fetchers[p] = asyncio.create_task(self._fetch(p, sub, done), name=f"fetch-{p}")
+
+    async def _fetch(
+        self, p: int, sub: JetStreamContext.PullSubscription, done: dict[int, Any]
+    ) -> None:
+        cfg, tracker, m = self.cluster, self.tracker, self.worker_metrics
+        last = 0
+        try:
+            while True:
+                try:
+                    msgs = await sub.fetch(cfg.fetch_batch, timeout=1.0)
+                except (NatsTimeout, TimeoutError):
+                    continue  # nothing new
+                except Exception as exc:  # NATS away for a moment: the lease round decides
+                    log.warning("worker %s: fetch on partition %d: %s", self.name, p, exc)
+                    await asyncio.sleep(0.5)
+                    continue
+                for msg in msgs:
+                    meta = msg.metadata
+                    seq = meta.sequence.stream
+                    if meta.num_delivered > 1:
+                        m.redeliveries.inc()
+                    if seq <= last:
+                        if not tracker.held(p, seq):
+                            await msg.ack()  # acked before, the ack lost: again
+                        continue  # still held here (its ack_wait lapsed): keep it
+                    last = seq
+                    try:
+                        body = decode(msg.data)
+                    except WireError as exc:
+                        m.bad_messages.inc()
+                        log.error("partition %d message %d: %s", p, seq, exc)
+                        await msg.term()
+                        continue
+                    await feed_message(
+                        self.pipeline, tracker, p, cfg.partitions, seq, msg, body,
+                        done.pop(seq, ()),
+                    )  # fmt: skip
+        finally:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+
+    async def _stop_fetchers(self, partitions: list[int]) -> None:
+        tasks = [t for p in partitions if (t := self._fetchers.pop(p, None)) is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _release(self, p: int) -> None:
+        """Give partition ``p`` back once its windows are judged and its messages acked."""
+        assert self.leases is not None
+        try:
+            await self._stop_fetchers([p])
+            windower = self.pipeline.lines.windower
+            assert isinstance(windower, SessionWindower)
+            for key in sorted(self.tracker.open_keys.get(p, ())):
+                if partition_of(key, self.cluster.partitions) != p:
+                    continue
+                window = windower.close_key(key, "flush")
+                if window is not None:
+                    await self.pipeline.enqueue(window)
+            deadline = time.monotonic() + self.cluster.ack_wait
+            while self.tracker.pending(p) and time.monotonic() < deadline:
+                await asyncio.sleep(self.cluster.commit_interval)
+            if self.tracker.pending(p):
+                log.error("worker %s: partition %d given back with messages unacked", self.name, p)
+            self.tracker.forget(p)
+            await self.leases.release(p)
+            self.worker_metrics.moves.labels(kind="released").inc()
+            log.warning("worker %s: gave back partition %d", self.name, p)
+        finally:
+            self._releasing.pop(p, None)
+
+    # -- progress ----------------------------------------------------------------
+
+    async def _run_commits(self) -> None:
+        while True:
+            await asyncio.sleep(self.cluster.commit_interval)
+            try:
+                await self._commit()
+            except Exception as exc:
+                log.warning("worker %s: commit failed: %s", self.name, exc)
+
+    async def _commit(self) -> None:
+        """Write the done keys of unacked messages, then ack what is complete."""
+        assert self.buckets is not None and self.leases is not None
+        tracker, cfg = self.tracker, self.cluster
+        ready = tracker.take_ackable(self.pipeline.open_lsns)
+        dirty, tracker.dirty = tracker.dirty, set()
+        for p in sorted(dirty):
+            if p in self.leases.owned:
+                try:
+                    await self.buckets.state.put(f"p{p}", msgpack.packb(tracker.state(p)))
+                except Exception:
+                    tracker.dirty.add(p)
+                    for h in ready:
+                        tracker.retry(h)
+                    raise
+        results = await asyncio.gather(
+            *(h.msg.ack_sync(timeout=cfg.publish_timeout) for h in ready), return_exceptions=True
+        )
+        for h, result in zip(ready, results, strict=True):
+            if isinstance(result, BaseException):
+                tracker.retry(h)
+            else:
+                tracker.acked(h)
+                self.worker_metrics.acks.inc()
+        now = time.monotonic()
+        for h in tracker.stale(now - cfg.ack_wait / 3):
+            await h.msg.in_progress()
+            h.touched = now
+        self.worker_metrics.unacked.set(sum(tracker.pending(p) for p in self.owned))
+
+    async def _run_lag(self) -> None:
+        assert self.js is not None
+        lag = self.worker_metrics.lag
+        while True:
+            await asyncio.sleep(1.0)
+            for p in self._lagging - set(self._fetchers):
+                lag.remove(str(p))  # no longer ours: its lag is the new owner's to report
+            self._lagging = set(self._fetchers)
+            for p in sorted(self._lagging):
+                with contextlib.suppress(Exception):
+                    info = await self.js.consumer_info(self.cluster.stream, f"p{p}")
+                    lag.labels(partition=str(p)).set(info.num_pending or 0)
