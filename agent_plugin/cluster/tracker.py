@@ -228,6 +228,14 @@ class ClusterTracker:
             1 for p, _ in self._acking if p == partition
         )
 
+    def settled(self, partition: int) -> bool:
+        """No window holding a record of ``partition`` waits for its verdict, every ack
+        is confirmed and the partition's state is written: the open windows aside,
+        nothing of it is in flight."""
+        if partition in self.dirty or any(p == partition for p, _ in self._acking):
+            return False
+        return not any(h.undone for (p, _), h in self._unacked.items() if p == partition)
+
     def forget(self, partition: int) -> None:
         """Drop what is tracked for ``partition`` (its lease is lost: not ours to ack)."""
         for table in (self._unacked, self._acking):

@@ -14,8 +14,10 @@ partitions only decide which keys it sees. Taking a partition (:mod:`.lease`): r
 what the previous owner finished (state bucket), delete its consumer and create a
 new one that delivers everything still in the work-queue stream, in stream order:
 exactly the messages not acked yet, each windowed again except its done keys.
-Giving one back (rebalancing): stop fetching, close its open session windows, wait
-until its messages are acked, delete the lease. A lease lost without giving it back
+Giving one back (rebalancing, :meth:`Worker._release`): stop fetching, drop its open
+session windows unjudged (the next owner forms them whole from the unacked
+messages), wait until its closed windows are delivered and acked and its state is
+written, delete the lease. A lease lost without giving it back
 (a stalled worker) is dropped at once: its messages are the next owner's.
 
 Shutdown (SIGTERM): stop taking and fetching → flush every window through the engine
@@ -312,27 +314,33 @@ class Worker:
         await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _release(self, p: int) -> None:
-        """Give partition ``p`` back once its windows are judged and its messages acked."""
+        """Give partition ``p`` back without splitting a window: its open windows are
+        dropped unjudged (their messages stay unacked, so the next owner forms them
+        whole); the windows already closed are judged, delivered and acked first, and
+        the done keys of what stays unacked are written for the next owner."""
         assert self.leases is not None
         try:
             await self._stop_fetchers([p])
             windower = self.pipeline.lines.windower
             assert isinstance(windower, SessionWindower)
+            dropped = 0
             for key in sorted(self.tracker.open_keys.get(p, ())):
-                if partition_of(key, self.cluster.partitions) != p:
-                    continue
-                window = windower.close_key(key, "flush")
-                if window is not None:
-                    await self.pipeline.enqueue(window)
+                if partition_of(key, self.cluster.partitions) == p:
+                    dropped += windower.close_key(key, "flush") is not None
             deadline = time.monotonic() + self.cluster.ack_wait
-            while self.tracker.pending(p) and time.monotonic() < deadline:
+            while not self.tracker.settled(p) and time.monotonic() < deadline:
                 await asyncio.sleep(self.cluster.commit_interval)
-            if self.tracker.pending(p):
-                log.error("worker %s: partition %d given back with messages unacked", self.name, p)
+            if not self.tracker.settled(p):
+                log.error("worker %s: partition %d given back before all was acked", self.name, p)
             self.tracker.forget(p)
             await self.leases.release(p)
             self.worker_metrics.moves.labels(kind="released").inc()
-            log.warning("worker %s: gave back partition %d", self.name, p)
+            log.warning(
+                "worker %s: gave back partition %d (%d open window(s) left to the next owner)",
+                self.name,
+                p,
+                dropped,
+            )
         finally:
             self._releasing.pop(p, None)
 
