@@ -73,8 +73,12 @@ class ServeSettings:
 
     def __post_init__(self) -> None:
         # Flags sent to our own listener would come back as input and loop forever.
+        # (Not in the scale-out mode: an ingress sends nothing upstream, a worker does
+        # not listen.)
         loopback = {"127.0.0.1", "localhost", "::1", "0.0.0.0", "::"}
         up, srv = self.upstream, self.server
+        if self.cluster.enabled:
+            return
         if up.port == srv.port and up.host in loopback and srv.host in loopback | {up.host}:
             raise ConfigError(
                 "upstream.port",

@@ -79,7 +79,7 @@ def worker(
     from logsieve.agent_plugin.serve_config import load_serve_settings, parse_hostport
     from logsieve.bundle import open_bundle
 
-    server: dict[str, Any] = {"port": 0}  # a worker takes no Forward: no listen port
+    server: dict[str, Any] = {}
     if metrics is not None:
         server["metrics_host"], server["metrics_port"] = parse_hostport("--metrics", metrics)
     up: dict[str, Any] = {}
