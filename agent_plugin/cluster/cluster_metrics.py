@@ -45,6 +45,7 @@ class WorkerMetrics:
             ["partition"],
             registry=registry,
         )
+        self.lagging: set[int] = set()  # partitions with a lag sample
         self.unacked = Gauge(
             _P + "unacked_messages",
             "Messages fed whose windows are not all judged and delivered yet.",

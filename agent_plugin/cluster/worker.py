@@ -20,8 +20,10 @@ messages), wait until its closed windows are delivered and acked and its state i
 written, delete the lease. A lease lost without giving it back
 (a stalled worker) is dropped at once: its messages are the next owner's.
 
-Shutdown (SIGTERM): stop taking and fetching → flush every window through the engine
-→ wait for upstream acks (spooled otherwise) → ack → give back the leases.
+Shutdown (SIGTERM) gives every partition back the same way, the leases renewed until
+the closed windows are delivered and acked: stop taking and fetching → drop the open
+session windows (sliding ones are flushed, as ``serve`` does) → wait for upstream
+acks (spooled otherwise) → ack → delete the leases.
 """
 
 from __future__ import annotations
@@ -57,6 +59,7 @@ from .cluster_metrics import WorkerMetrics
 from .feed import feed_message
 from .lease import Leases
 from .partition import partition_of
+from .progress import commit, report_lag
 from .streams import Buckets, ensure_buckets, ensure_stream
 from .tracker import ClusterTracker
 from .wire import WireError, decode
@@ -107,7 +110,6 @@ class Worker:
         self._connected = False
         self._stopping = False
         self._started: list[str] = []
-        self._lagging: set[int] = set()  # partitions with a lag sample
         self.acquired_at: dict[int, float] = {}  # partition -> monotonic time taken
 
     # -- lifecycle ---------------------------------------------------------------
@@ -148,17 +150,28 @@ class Worker:
     async def stop(self) -> None:
         """The ordered shutdown (module docstring); safe to call twice."""
         started, self._started = self._started, []
-        self._stopping = True
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        self._tasks = []
+        self._stopping = True  # the lease round only renews from now on
         await self._stop_fetchers(list(self._fetchers))
         for task in self._releasing.values():
             task.cancel()
         await asyncio.gather(*self._releasing.values(), return_exceptions=True)
+        if self.sessions and self._tasks:
+            # As a release: open windows are left whole to the next owner (their
+            # messages stay unacked); the closed ones are delivered and acked first,
+            # while the leases are still renewed.
+            for p in self.owned:
+                self._drop_open(p)
+            deadline = time.monotonic() + self.settings.pipeline.flush_timeout
+            while time.monotonic() < deadline and not all(
+                self.tracker.settled(p) for p in self.owned
+            ):
+                await asyncio.sleep(self.cluster.commit_interval)
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
         if "pipeline" in started:
-            await self.pipeline.close()
+            await self.pipeline.close()  # sliding windows: flushed, as serve does
         if "upstream" in started:
             await self.upstream.flush(self.settings.pipeline.flush_timeout)
             await self.upstream.stop(timeout=0.5)
@@ -218,7 +231,10 @@ class Worker:
                 log.error("worker %s: lease of partition %d lost", self.name, p)
                 self.worker_metrics.moves.labels(kind="lost").inc()
                 await self._stop_fetchers([p])
+                self._drop_open(p)  # its windows are the next owner's now
                 self.tracker.forget(p)
+        if self._stopping:
+            return
         share = leases.fair_share(members)
         keeping = [p for p in leases.owned if p not in self._releasing]
         if len(keeping) > share and self.sessions:
@@ -229,8 +245,24 @@ class Worker:
         elif len(keeping) < share:
             for p in (await leases.free())[: share - len(keeping)]:
                 if await leases.acquire(p):
-                    await self._take(p)
+                    try:
+                        await self._take(p)
+                    except Exception:
+                        await leases.release(p)  # someone else may manage; not half-taken
+                        raise
         self.worker_metrics.owned.set(len(leases.owned))
+
+    def _drop_open(self, p: int) -> int:
+        """Drop partition ``p``'s open session windows unjudged (their messages stay
+        unacked: the next owner forms them whole); returns how many."""
+        windower = self.pipeline.lines.windower
+        if not isinstance(windower, SessionWindower):
+            return 0
+        dropped = 0
+        for key in sorted(self.tracker.open_keys.get(p, ())):
+            if partition_of(key, self.cluster.partitions) == p:
+                dropped += windower.close_key(key, "flush") is not None
+        return dropped
 
     async def _take(self, p: int) -> None:
         """Start consuming partition ``p`` (lease already ours)."""
@@ -321,12 +353,7 @@ class Worker:
         assert self.leases is not None
         try:
             await self._stop_fetchers([p])
-            windower = self.pipeline.lines.windower
-            assert isinstance(windower, SessionWindower)
-            dropped = 0
-            for key in sorted(self.tracker.open_keys.get(p, ())):
-                if partition_of(key, self.cluster.partitions) == p:
-                    dropped += windower.close_key(key, "flush") is not None
+            dropped = self._drop_open(p)
             deadline = time.monotonic() + self.cluster.ack_wait
             while not self.tracker.settled(p) and time.monotonic() < deadline:
                 await asyncio.sleep(self.cluster.commit_interval)
@@ -355,44 +382,18 @@ class Worker:
                 log.warning("worker %s: commit failed: %s", self.name, exc)
 
     async def _commit(self) -> None:
-        """Write the done keys of unacked messages, then ack what is complete."""
         assert self.buckets is not None and self.leases is not None
-        tracker, cfg = self.tracker, self.cluster
-        ready = tracker.take_ackable(self.pipeline.open_lsns)
-        dirty, tracker.dirty = tracker.dirty, set()
-        for p in sorted(dirty):
-            if p in self.leases.owned:
-                try:
-                    await self.buckets.state.put(f"p{p}", msgpack.packb(tracker.state(p)))
-                except Exception:
-                    tracker.dirty.add(p)
-                    for h in ready:
-                        tracker.retry(h)
-                    raise
-        results = await asyncio.gather(
-            *(h.msg.ack_sync(timeout=cfg.publish_timeout) for h in ready), return_exceptions=True
+        await commit(
+            self.tracker,
+            self.buckets.state,
+            set(self.leases.owned),
+            self.cluster,
+            self.worker_metrics,
+            self.pipeline.open_lsns,
         )
-        for h, result in zip(ready, results, strict=True):
-            if isinstance(result, BaseException):
-                tracker.retry(h)
-            else:
-                tracker.acked(h)
-                self.worker_metrics.acks.inc()
-        now = time.monotonic()
-        for h in tracker.stale(now - cfg.ack_wait / 3):
-            await h.msg.in_progress()
-            h.touched = now
-        self.worker_metrics.unacked.set(sum(tracker.pending(p) for p in self.owned))
 
     async def _run_lag(self) -> None:
         assert self.js is not None
-        lag = self.worker_metrics.lag
         while True:
             await asyncio.sleep(1.0)
-            for p in self._lagging - set(self._fetchers):
-                lag.remove(str(p))  # no longer ours: its lag is the new owner's to report
-            self._lagging = set(self._fetchers)
-            for p in sorted(self._lagging):
-                with contextlib.suppress(Exception):
-                    info = await self.js.consumer_info(self.cluster.stream, f"p{p}")
-                    lag.labels(partition=str(p)).set(info.num_pending or 0)
+            await report_lag(self.js, self.cluster.stream, set(self._fetchers), self.worker_metrics)

@@ -67,8 +67,9 @@ def worker(
     at most ceil(partitions / workers) per worker), window and score their records as
     `serve` does, and ack a message once every window holding it has its verdict
     delivered or spooled. A killed worker's partitions move to the others after
-    lease_ttl and their unacked messages are windowed again. SIGTERM flushes every
-    open window, waits for upstream acks, acks and gives the partitions back.
+    lease_ttl and their unacked messages are windowed again. SIGTERM gives the
+    partitions back: closed windows are delivered and acked, open ones stay in the
+    stream, whole, for the next owner.
 
     \b
     Example:
