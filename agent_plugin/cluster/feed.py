@@ -16,6 +16,8 @@ import logging
 from collections.abc import Collection
 from typing import Any
 
+from logsieve.logs.windows import SessionWindower
+
 from ..forward import LogRecord as ForwardRecord
 from ..pipeline import StreamingPipeline
 from ..supervision import RateLimitedLog
@@ -23,7 +25,7 @@ from .partition import partition_of
 from .tracker import ClusterTracker, Held
 from .wire import ClusterMessage
 
-__all__ = ["feed_message", "owner_partition"]
+__all__ = ["drop_open", "feed_message", "owner_partition"]
 
 log = logging.getLogger(__name__)
 _drop_log = RateLimitedLog(log)
@@ -101,3 +103,18 @@ async def _pass(
     await pipeline.upstream.send(tag, dict(rec.record), time=rec.time)
     pipeline.metrics.sent.labels(kind="pass_through").inc()
     tracker.passed(held)
+
+
+def drop_open(
+    pipeline: StreamingPipeline, tracker: ClusterTracker, partition: int, partitions: int
+) -> int:
+    """Drop ``partition``'s open session windows unjudged: their messages stay unacked,
+    so the partition's next owner forms them whole. Returns how many were dropped."""
+    windower = pipeline.lines.windower
+    if not isinstance(windower, SessionWindower):
+        return 0  # sliding windows cannot be taken out of the windower key by key
+    dropped = 0
+    for key in sorted(tracker.open_keys.get(partition, ())):
+        if partition_of(key, partitions) == partition:
+            dropped += windower.close_key(key, "flush") is not None
+    return dropped

@@ -76,16 +76,19 @@ class Leases:
             return False
         return True
 
-    async def renew(self, partition: int) -> bool:
-        """Keep ``partition``'s lease; False (and forgotten) if it was lost."""
+    async def renew(self, partition: int) -> str:
+        """Keep ``partition``'s lease: ``"kept"``; ``"retaken"`` when it had aged out
+        (a renewal came late) and nobody held it, so it is ours again (the caller checks
+        that nobody consumed the partition meanwhile); ``"lost"`` (and forgotten) when
+        another worker holds it."""
         try:
             self.owned[partition] = await self.buckets.leases.update(
                 _key(partition), self.name.encode(), last=self.owned[partition]
             )
         except (KeyWrongLastSequenceError, KeyNotFoundError):
             self.owned.pop(partition, None)
-            return False
-        return True
+            return "retaken" if await self.acquire(partition) else "lost"
+        return "kept"
 
     async def release(self, partition: int) -> None:
         """Give ``partition`` back (only if the lease is still ours)."""

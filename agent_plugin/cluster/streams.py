@@ -12,19 +12,38 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 from dataclasses import dataclass
+from typing import Any
 
+import msgpack
 from nats.js import JetStreamContext
-from nats.js.api import KeyValueConfig, RetentionPolicy, StorageType, StreamConfig
-from nats.js.errors import NotFoundError
+from nats.js.api import (
+    AckPolicy,
+    ConsumerConfig,
+    ConsumerInfo,
+    DeliverPolicy,
+    KeyValueConfig,
+    RetentionPolicy,
+    StorageType,
+    StreamConfig,
+)
+from nats.js.errors import KeyNotFoundError, NotFoundError
 from nats.js.kv import KeyValue
 
 from logsieve.errors import ConfigError
 
 from .cluster_config import ClusterConfig
 
-__all__ = ["Buckets", "ensure_buckets", "ensure_stream"]
+__all__ = [
+    "Buckets",
+    "consumer_created",
+    "ensure_buckets",
+    "ensure_stream",
+    "fresh_consumer",
+    "read_state",
+]
 
 _DESCRIPTION = "logsieve records; partitions={n}"
 
@@ -82,3 +101,45 @@ async def ensure_buckets(js: JetStreamContext, cfg: ClusterConfig) -> Buckets:
         members=await bucket("members", cfg.lease_ttl),
         state=await bucket("state", None),
     )
+
+
+async def read_state(state: KeyValue, partition: int) -> dict[int, Any]:
+    """What the previous owner of ``partition`` finished of its unacked messages:
+    stream sequence -> done keys, or True when all of it (:mod:`.tracker`)."""
+    with contextlib.suppress(KeyNotFoundError):
+        entry = await state.get(f"p{partition}")
+        if entry.value:
+            done: dict[int, Any] = msgpack.unpackb(entry.value, strict_map_key=False)
+            return done
+    return {}
+
+
+async def fresh_consumer(
+    js: JetStreamContext, cfg: ClusterConfig, partition: int
+) -> tuple[JetStreamContext.PullSubscription, ConsumerInfo]:
+    """Replace ``partition``'s durable consumer with a new one that delivers, in
+    stream order, every message still in the work-queue stream: the unacked ones."""
+    with contextlib.suppress(NotFoundError):
+        await js.delete_consumer(cfg.stream, f"p{partition}")
+    sub = await js.pull_subscribe(
+        cfg.subject(partition),
+        durable=f"p{partition}",
+        stream=cfg.stream,
+        config=ConsumerConfig(
+            ack_policy=AckPolicy.EXPLICIT,
+            deliver_policy=DeliverPolicy.ALL,
+            ack_wait=cfg.ack_wait,
+            max_ack_pending=1_000_000,
+            max_deliver=-1,
+        ),
+    )
+    return sub, await js.consumer_info(cfg.stream, f"p{partition}")
+
+
+async def consumer_created(js: JetStreamContext, cfg: ClusterConfig, partition: int) -> object:
+    """When ``partition``'s consumer was made (None if there is none)."""
+    try:
+        info = await js.consumer_info(cfg.stream, f"p{partition}")
+    except NotFoundError:
+        return None
+    return info.created

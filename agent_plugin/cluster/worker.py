@@ -34,13 +34,10 @@ import logging
 import time
 from typing import Any
 
-import msgpack
 import nats
 from nats.aio.client import Client as NATS
 from nats.errors import TimeoutError as NatsTimeout
 from nats.js import JetStreamContext
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
-from nats.js.errors import KeyNotFoundError, NotFoundError
 
 from logsieve.bundle import Bundle
 from logsieve.engine import Engine
@@ -56,11 +53,17 @@ from ..serve_config import ServeSettings
 from ..upstream import UpstreamClient
 from .cluster_config import ClusterConfig
 from .cluster_metrics import WorkerMetrics
-from .feed import feed_message
+from .feed import drop_open, feed_message
 from .lease import Leases
-from .partition import partition_of
 from .progress import commit, report_lag
-from .streams import Buckets, ensure_buckets, ensure_stream
+from .streams import (
+    Buckets,
+    consumer_created,
+    ensure_buckets,
+    ensure_stream,
+    fresh_consumer,
+    read_state,
+)
 from .tracker import ClusterTracker
 from .wire import WireError, decode
 
@@ -110,7 +113,10 @@ class Worker:
         self._connected = False
         self._stopping = False
         self._started: list[str] = []
-        self.acquired_at: dict[int, float] = {}  # partition -> monotonic time taken
+        self.acquired_at: dict[int, float] = {}
+        self._consumers: dict[
+            int, object
+        ] = {}  # partition -> our consumer's creation time  # partition -> monotonic time taken
 
     # -- lifecycle ---------------------------------------------------------------
 
@@ -224,15 +230,22 @@ class Worker:
             await asyncio.sleep(period)
 
     async def _lease_round(self, leases: Leases) -> None:
-        members = await leases.announce()
-        self.worker_metrics.members.set(len(members))
-        for p in list(leases.owned):
-            if not await leases.renew(p):
+        # Renewals first and together: a busy loop must not let a lease age out.
+        owned = list(leases.owned)
+        outcomes = await asyncio.gather(*map(leases.renew, owned))
+        for p, outcome in zip(owned, outcomes, strict=True):
+            if outcome == "retaken" and await self._consumer_is_ours(p):
+                log.warning("worker %s: lease of partition %d renewed late", self.name, p)
+            elif outcome != "kept":
                 log.error("worker %s: lease of partition %d lost", self.name, p)
                 self.worker_metrics.moves.labels(kind="lost").inc()
                 await self._stop_fetchers([p])
                 self._drop_open(p)  # its windows are the next owner's now
                 self.tracker.forget(p)
+                if outcome == "retaken":  # ours again, after someone consumed it
+                    await self._take(p)
+        members = await leases.announce()
+        self.worker_metrics.members.set(len(members))
         if self._stopping:
             return
         share = leases.fair_share(members)
@@ -253,43 +266,16 @@ class Worker:
         self.worker_metrics.owned.set(len(leases.owned))
 
     def _drop_open(self, p: int) -> int:
-        """Drop partition ``p``'s open session windows unjudged (their messages stay
-        unacked: the next owner forms them whole); returns how many."""
-        windower = self.pipeline.lines.windower
-        if not isinstance(windower, SessionWindower):
-            return 0
-        dropped = 0
-        for key in sorted(self.tracker.open_keys.get(p, ())):
-            if partition_of(key, self.cluster.partitions) == p:
-                dropped += windower.close_key(key, "flush") is not None
-        return dropped
+        return drop_open(self.pipeline, self.tracker, p, self.cluster.partitions)
 
     async def _take(self, p: int) -> None:
         """Start consuming partition ``p`` (lease already ours)."""
         assert self.js is not None and self.buckets is not None
-        cfg = self.cluster
-        done: dict[int, Any] = {}
-        with contextlib.suppress(KeyNotFoundError):
-            entry = await self.buckets.state.get(f"p{p}")
-            if entry.value:
-                done = msgpack.unpackb(entry.value, strict_map_key=False)
-        with contextlib.suppress(NotFoundError):
-            await self.js.delete_consumer(cfg.stream, f"p{p}")
-        sub = await self.js.pull_subscribe(
-            cfg.subject(p),
-            durable=f"p{p}",
-            stream=cfg.stream,
-            config=ConsumerConfig(
-                ack_policy=AckPolicy.EXPLICIT,
-                deliver_policy=DeliverPolicy.ALL,
-                ack_wait=cfg.ack_wait,
-                max_ack_pending=1_000_000,
-                max_deliver=-1,
-            ),
-        )
+        done = await read_state(self.buckets.state, p)
+        sub, info = await fresh_consumer(self.js, self.cluster, p)
         self.acquired_at[p] = time.monotonic()
         self.worker_metrics.moves.labels(kind="acquired").inc()
-        info = await self.js.consumer_info(cfg.stream, f"p{p}")
+        self._consumers[p] = info.created
         log.warning(
             "worker %s: took partition %d: %d message(s) waiting, %d of them partly judged",
             self.name,
@@ -298,6 +284,13 @@ class Worker:
             len(done),
         )
         self._fetchers[p] = asyncio.create_task(self._fetch(p, sub, done), name=f"fetch-{p}")
+
+    async def _consumer_is_ours(self, p: int) -> bool:
+        """Whether partition ``p``'s consumer is still the one we made (nobody took the
+        partition while our lease had aged out)."""
+        assert self.js is not None
+        made = await consumer_created(self.js, self.cluster, p)
+        return p in self._fetchers and made is not None and made == self._consumers.get(p)
 
     async def _fetch(
         self, p: int, sub: JetStreamContext.PullSubscription, done: dict[int, Any]
@@ -335,6 +328,7 @@ class Worker:
                         self.pipeline, tracker, p, cfg.partitions, seq, msg, body,
                         done.pop(seq, ()),
                     )  # fmt: skip
+                    await asyncio.sleep(0)  # let the lease round and the commits run
         finally:
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()

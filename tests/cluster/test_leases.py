@@ -39,14 +39,14 @@ async def test_a_lease_has_one_live_owner_and_moves_once_it_lapses(
         a, b = Leases(buckets, "a", 4), Leases(buckets, "b", 4)
         assert await a.acquire(2)
         assert not await b.acquire(2)  # held
-        assert await a.renew(2)
+        assert await a.renew(2) == "kept"
         assert 2 not in await b.free()
         began = time.monotonic()
         while not await b.acquire(2):  # a stopped renewing (as if SIGKILLed)
             assert time.monotonic() - began < 5.0
             await asyncio.sleep(0.1)
         assert time.monotonic() - began >= 0.5
-        assert not await a.renew(2) and 2 not in a.owned  # a learns it lost it
+        assert await a.renew(2) == "lost" and 2 not in a.owned  # a learns it lost it
         await b.release(2)
         assert await a.acquire(2)
         assert a.fair_share(["a", "b", "c"]) == 2  # 4 partitions over 3: 2, 1, 1
