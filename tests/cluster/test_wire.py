@@ -144,3 +144,17 @@ def test_a_message_is_acked_only_when_every_window_of_its_records_is_delivered()
     assert tracker.take_ackable(lambda: ()) == [m1]
     tracker.acked(m1)
     assert tracker.state(0) == {} and tracker.pending(0) == 0
+
+
+def test_sliding_windows_hold_a_message_while_any_open_window_has_its_records() -> None:
+    sender = _Sender()
+    tracker = ClusterTracker(sender, sessions=False)
+    m = tracker.begin(1, 5, "m", 1)
+    tracker.placed(m, ("host-a",))  # in the windows [0, 300) and [60, 360) of host-a
+    first = _window("host-a", [m.first])
+    tracker.closed(first)
+    tracker.scored(first, None)
+    tracker.settle(lambda: ())
+    assert tracker.take_ackable(lambda: [m.first]) == []  # still in [60, 360)
+    assert tracker.state(1) == {}  # sliding: no done keys to skip on a failover
+    assert tracker.take_ackable(lambda: []) == [m]
