@@ -21,7 +21,6 @@ import asyncio
 import contextlib
 import logging
 
-import nats
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 
@@ -39,7 +38,7 @@ from ..server import ForwardServer
 from .cluster_config import ClusterConfig
 from .cluster_metrics import IngressMetrics
 from .partition import partition_of, partitions_of
-from .streams import ensure_stream
+from .streams import connect, ensure_stream
 from .wire import PARTITION_HEADER, encode, msg_id
 
 __all__ = ["Ingress", "IngressSink", "PublishError"]
@@ -145,15 +144,7 @@ class Ingress:
 
     async def start(self) -> None:
         """Connect (creating or checking the stream), then listen."""
-        self.nc = await nats.connect(
-            self.url,
-            name="logsieve-ingress",
-            max_reconnect_attempts=-1,
-            reconnect_time_wait=0.5,
-            disconnected_cb=self._on_disconnect,
-            reconnected_cb=self._on_reconnect,
-        )
-        self._connected = True
+        self.nc = await connect(self.url, "ingress", self._connection)
         try:
             js = self.nc.jetstream()
             await ensure_stream(js, self.cluster)
@@ -189,10 +180,5 @@ class Ingress:
             return "not serving (starting or shutting down)"
         return None
 
-    async def _on_disconnect(self) -> None:
-        self._connected = False
-        log.warning("ingress: NATS connection lost")
-
-    async def _on_reconnect(self) -> None:
-        self._connected = True
-        log.warning("ingress: NATS connection back")
+    def _connection(self, up: bool) -> None:
+        self._connected = up

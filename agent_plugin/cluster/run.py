@@ -1,6 +1,8 @@
 """Run an ingress or a worker until SIGTERM/SIGINT, then stop it in order.
 
-A second signal abandons the shutdown (exit 130); handlers are restored on return.
+A second signal abandons the shutdown (exit 130); handlers are restored on return. A
+worker whose batcher, clock, upstream sender or lease/commit loop ends early shuts
+down the same way and exits 70 (``EX_SOFTWARE``: restart me), as ``serve`` does.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from typing import Any, Protocol
 
 from logsieve.bundle import Bundle
 
+from ..app import EXIT_TASK_FAILED
 from ..serve_config import ServeSettings
 from .cluster_config import ClusterConfig
 
@@ -48,9 +51,15 @@ async def _run(service: _Runnable, ready: Callable[[Any], object] | None) -> int
         await service.start()
         if ready is not None:
             ready(service)
-        await stop.wait()
+        waits = [asyncio.ensure_future(stop.wait())]
+        failed = getattr(service, "failed", None)
+        if failed is not None:
+            waits.append(asyncio.ensure_future(failed()))
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        for w in waits:
+            w.cancel()
         await service.stop()
-        return 0
+        return 0 if stop.is_set() else EXIT_TASK_FAILED
     finally:
         for s in _SIGNALS:
             loop.remove_signal_handler(s)

@@ -13,11 +13,15 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import msgpack
+import nats
+from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 from nats.js.api import (
     AckPolicy,
@@ -38,6 +42,7 @@ from .cluster_config import ClusterConfig
 
 __all__ = [
     "Buckets",
+    "connect",
     "consumer_created",
     "ensure_buckets",
     "ensure_stream",
@@ -46,6 +51,32 @@ __all__ = [
 ]
 
 _DESCRIPTION = "logsieve records; partitions={n}"
+
+log = logging.getLogger(__name__)
+
+
+async def connect(url: str, who: str, state: Callable[[bool], None]) -> NATS:
+    """Connect to ``url``, reconnecting for ever; ``state(False)`` when the connection
+    drops (``/health`` turns 503), ``state(True)`` when it is back."""
+
+    async def lost() -> None:
+        state(False)
+        log.warning("%s: NATS connection lost", who)
+
+    async def back() -> None:
+        state(True)
+        log.warning("%s: NATS connection back", who)
+
+    nc = await nats.connect(
+        url,
+        name=f"logsieve {who}",
+        max_reconnect_attempts=-1,
+        reconnect_time_wait=0.5,
+        disconnected_cb=lost,
+        reconnected_cb=back,
+    )
+    state(True)
+    return nc
 
 
 async def ensure_stream(js: JetStreamContext, cfg: ClusterConfig) -> None:

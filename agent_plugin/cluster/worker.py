@@ -34,7 +34,6 @@ import logging
 import time
 from typing import Any
 
-import nats
 from nats.aio.client import Client as NATS
 from nats.errors import TimeoutError as NatsTimeout
 from nats.js import JetStreamContext
@@ -50,6 +49,7 @@ from ..metrics_http import MetricsServer
 from ..pipeline import StreamingPipeline
 from ..pipeline_metrics import PipelineMetrics
 from ..serve_config import ServeSettings
+from ..supervision import Supervisor
 from ..upstream import UpstreamClient
 from .cluster_config import ClusterConfig
 from .cluster_metrics import WorkerMetrics
@@ -58,6 +58,7 @@ from .lease import Leases
 from .progress import commit, report_lag
 from .streams import (
     Buckets,
+    connect,
     consumer_created,
     ensure_buckets,
     ensure_stream,
@@ -89,6 +90,7 @@ class Worker:
         self.name = cluster.name
         self.engine = start_window_engine(settings.pipeline, bundle, engine)
         self.metrics = Metrics()
+        self.supervisor = Supervisor()
         self.pipeline_metrics = PipelineMetrics(self.metrics.registry)
         self.worker_metrics = WorkerMetrics(self.metrics.registry)
         self.upstream = UpstreamClient(settings.upstream)
@@ -113,25 +115,15 @@ class Worker:
         self._connected = False
         self._stopping = False
         self._started: list[str] = []
-        self.acquired_at: dict[int, float] = {}
-        self._consumers: dict[
-            int, object
-        ] = {}  # partition -> our consumer's creation time  # partition -> monotonic time taken
+        self.acquired_at: dict[int, float] = {}  # partition -> monotonic time taken
+        self._consumers: dict[int, object] = {}  # partition -> our consumer's creation time
 
     # -- lifecycle ---------------------------------------------------------------
 
     async def start(self) -> None:
         """Connect, create the stream and buckets if absent, start serving partitions."""
         try:
-            self.nc = await nats.connect(
-                self.url,
-                name=f"logsieve-worker-{self.name}",
-                max_reconnect_attempts=-1,
-                reconnect_time_wait=0.5,
-                disconnected_cb=self._on_disconnect,
-                reconnected_cb=self._on_reconnect,
-            )
-            self._connected = True
+            self.nc = await connect(self.url, f"worker {self.name}", self._connection)
             self._started.append("nats")
             self.js = self.nc.jetstream()
             await ensure_stream(self.js, self.cluster)
@@ -139,8 +131,12 @@ class Worker:
             self.leases = Leases(self.buckets, self.name, self.cluster.partitions)
             await self.upstream.start()
             self._started.append("upstream")
+            if self.upstream.task is not None:
+                self.supervisor.watch(self.upstream.task, "upstream sender")
             await self.pipeline.start()
             self._started.append("pipeline")
+            for name, task in self.pipeline.tasks.items():
+                self.supervisor.watch(task, name)
             await self.http.start()
             self._started.append("http")
             self._tasks = [
@@ -148,6 +144,8 @@ class Worker:
                 asyncio.create_task(self._run_commits(), name="logsieve-commits"),
                 asyncio.create_task(self._run_lag(), name="logsieve-lag"),
             ]
+            for task in self._tasks:
+                self.supervisor.watch(task, task.get_name())
         except BaseException:
             await self.stop()
             raise
@@ -157,6 +155,7 @@ class Worker:
         """The ordered shutdown (module docstring); safe to call twice."""
         started, self._started = self._started, []
         self._stopping = True  # the lease round only renews from now on
+        self.supervisor.stopping()
         await self._stop_fetchers(list(self._fetchers))
         for task in self._releasing.values():
             task.cancel()
@@ -198,20 +197,18 @@ class Worker:
 
     def health(self) -> str | None:
         """None while healthy, else why not (``/health`` 503)."""
+        if self.supervisor.failure is not None:
+            return self.supervisor.failure
         if not self._connected:
             return f"NATS connection to {self.cluster.nats_url} lost"
-        failed = [t.get_name() for t in self._tasks if t.done()]
-        if failed and not self._stopping:
-            return f"task ended: {', '.join(failed)}"
         return None
 
-    async def _on_disconnect(self) -> None:
-        self._connected = False
-        log.warning("worker %s: NATS connection lost", self.name)
+    async def failed(self) -> str:
+        """Wait until a task that must run until shutdown ends early; its reason."""
+        return await self.supervisor.failed()
 
-    async def _on_reconnect(self) -> None:
-        self._connected = True
-        log.warning("worker %s: NATS connection back", self.name)
+    def _connection(self, up: bool) -> None:
+        self._connected = up
 
     # -- partitions --------------------------------------------------------------
 
