@@ -147,10 +147,15 @@ async def read_state(state: KeyValue, partition: int) -> dict[int, Any]:
 
 async def fresh_consumer(
     js: JetStreamContext, cfg: ClusterConfig, partition: int
-) -> tuple[JetStreamContext.PullSubscription, ConsumerInfo]:
+) -> tuple[JetStreamContext.PullSubscription, ConsumerInfo, int]:
     """Replace ``partition``'s durable consumer with a new one that delivers, in
-    stream order, every message still in the work-queue stream: the unacked ones."""
+    stream order, every message still in the work-queue stream: the unacked ones.
+    Also returns the last stream sequence the old consumer had delivered (0 if none):
+    messages up to it come again (a replay)."""
+    delivered = 0
     with contextlib.suppress(NotFoundError):
+        old = await js.consumer_info(cfg.stream, f"p{partition}")
+        delivered = old.delivered.stream_seq if old.delivered is not None else 0
         await js.delete_consumer(cfg.stream, f"p{partition}")
     sub = await js.pull_subscribe(
         cfg.subject(partition),
@@ -164,7 +169,7 @@ async def fresh_consumer(
             max_deliver=-1,
         ),
     )
-    return sub, await js.consumer_info(cfg.stream, f"p{partition}")
+    return sub, await js.consumer_info(cfg.stream, f"p{partition}"), delivered or 0
 
 
 async def consumer_created(js: JetStreamContext, cfg: ClusterConfig, partition: int) -> object:

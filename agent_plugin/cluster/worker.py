@@ -269,7 +269,7 @@ class Worker:
         """Start consuming partition ``p`` (lease already ours)."""
         assert self.js is not None and self.buckets is not None
         done = await read_state(self.buckets.state, p)
-        sub, info = await fresh_consumer(self.js, self.cluster, p)
+        sub, info, replayed = await fresh_consumer(self.js, self.cluster, p)
         self.acquired_at[p] = time.monotonic()
         self.worker_metrics.moves.labels(kind="acquired").inc()
         self._consumers[p] = info.created
@@ -280,7 +280,8 @@ class Worker:
             info.num_pending or 0,
             len(done),
         )
-        self._fetchers[p] = asyncio.create_task(self._fetch(p, sub, done), name=f"fetch-{p}")
+        fetch = self._fetch(p, sub, done, replayed)
+        self._fetchers[p] = asyncio.create_task(fetch, name=f"fetch-{p}")
 
     async def _consumer_is_ours(self, p: int) -> bool:
         """Whether partition ``p``'s consumer is still the one we made (nobody took the
@@ -290,8 +291,14 @@ class Worker:
         return p in self._fetchers and made is not None and made == self._consumers.get(p)
 
     async def _fetch(
-        self, p: int, sub: JetStreamContext.PullSubscription, done: dict[int, Any]
+        self,
+        p: int,
+        sub: JetStreamContext.PullSubscription,
+        done: dict[int, Any],
+        replayed: int,
     ) -> None:
+        """Feed partition ``p`` in stream order; messages up to ``replayed`` had been
+        delivered to the previous consumer (counted as redeliveries)."""
         cfg, tracker, m = self.cluster, self.tracker, self.worker_metrics
         last = 0
         try:
@@ -307,7 +314,7 @@ class Worker:
                 for msg in msgs:
                     meta = msg.metadata
                     seq = meta.sequence.stream
-                    if meta.num_delivered > 1:
+                    if meta.num_delivered > 1 or seq <= replayed:
                         m.redeliveries.inc()
                     if seq <= last:
                         if not tracker.held(p, seq):

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -43,6 +44,22 @@ class Proc:
                 await self.proc.wait()
         assert self.proc.returncode is not None
         return self.proc.returncode
+
+    async def metric(self, name: str) -> float:
+        """The value of an unlabelled sample ``name`` on the process's /metrics (the
+        port its banner printed); 0.0 when absent."""
+        port = int(re.search(r"metrics on http://127\.0\.0\.1:(\d+)/", self.text())[1])  # type: ignore[index]
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            writer.write(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            body = (await asyncio.wait_for(reader.read(), 10.0)).decode()
+        finally:
+            writer.close()
+        for line in body.splitlines():
+            key, _, value = line.rpartition(" ")
+            if key == name:
+                return float(value)
+        return 0.0
 
     async def kill(self) -> None:
         self.proc.kill()

@@ -264,6 +264,9 @@ async def test_kill_a_worker_mid_stream_every_window_one_verdict_as_single_proce
             assert time.monotonic() < deadline, (len(rx.flags()), tails)
             await asyncio.sleep(0.2)
         cluster_s = time.monotonic() - cluster_began
+        survivors = [w for w in workers if w is not victim]
+        replayed = [await w.metric("logsieve_cluster_redeliveries_total") for w in survivors]
+        assert sum(replayed) > 0  # the victim's unacked messages came again
     finally:
         for c in clients:
             await c.stop(timeout=1.0)
@@ -299,6 +302,7 @@ async def test_kill_a_worker_mid_stream_every_window_one_verdict_as_single_proce
         f"\nfailover: partitions {lost} of {victim_name} re-owned {reowned_at - killed_at:.2f} s "
         f"after SIGKILL, first verdict from them {moved[0] - killed_at:.2f} s after; "
         f"{rx.duplicates} repeat(s) dropped by flag_id; {partly[0].split(': ', 1)[1]}; "
+        f"{sum(replayed):.0f} redelivered; "
         f"reference run "
         f"{reference_s:.1f} s, cluster stream {cluster_s:.1f} s"
     )
