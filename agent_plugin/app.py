@@ -53,6 +53,7 @@ from .ledger import Ledger, ReplayPlan
 from .metrics import Metrics
 from .metrics_http import MetricsServer
 from .pipeline import StreamingPipeline
+from .pipeline_config import PipelineConfig
 from .pipeline_metrics import PipelineMetrics
 from .serve_config import ServeSettings
 from .served_model import load_model
@@ -62,7 +63,7 @@ from .supervision import Supervisor
 from .upstream import UpstreamClient
 from .wal import Recovered, WriteAheadLog
 
-__all__ = ["EXIT_FAST", "EXIT_TASK_FAILED", "Service", "run_service"]
+__all__ = ["EXIT_FAST", "EXIT_TASK_FAILED", "Service", "run_service", "start_window_engine"]
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +77,24 @@ EXIT_FAST = 130  # second signal: shutdown abandoned (like a shell's 128 + SIGIN
 EXIT_TASK_FAILED = 70  # a long-lived task died: sysexits' EX_SOFTWARE, restart me
 _SIGNALS = (signal.SIGTERM, signal.SIGINT)
 _RELOAD = signal.SIGHUP
+
+
+def start_window_engine(
+    cfg: PipelineConfig, bundle: Bundle, engine: Engine | None = None
+) -> WindowEngine:
+    """The bundle's window engine: a child process by default, else in this process
+    (``engine``, if given, is used in this process as it is). The caller closes it."""
+    if engine is None and cfg.engine_process:
+        return EngineWorker(
+            bundle.path,
+            cfg.backend,
+            threads=cfg.engine_threads,
+            batch_size=cfg.batch_size,
+            batch_timeout=cfg.engine_timeout,
+        )
+    if engine is None:
+        engine = load_engine(bundle, cfg.backend, threads=cfg.engine_threads)
+    return LocalWindowEngine.for_bundle(engine, bundle, cfg.batch_size)
 
 
 class Service:
@@ -130,20 +149,7 @@ class Service:
         self._started: list[str] = []
 
     def _start_engine(self, bundle: Bundle, engine: Engine | None = None) -> WindowEngine:
-        """The bundle's window engine: a child process by default, else in this process
-        (``engine``, if given, is used in this process as it is)."""
-        cfg = self.settings.pipeline
-        if engine is None and cfg.engine_process:
-            return EngineWorker(
-                bundle.path,
-                cfg.backend,
-                threads=cfg.engine_threads,
-                batch_size=cfg.batch_size,
-                batch_timeout=cfg.engine_timeout,
-            )
-        if engine is None:
-            engine = load_engine(bundle, cfg.backend, threads=cfg.engine_threads)
-        return LocalWindowEngine.for_bundle(engine, bundle, cfg.batch_size)
+        return start_window_engine(self.settings.pipeline, bundle, engine)
 
     async def reload(self, path: Path | None = None) -> bool:
         """Load the bundle again (or the one at ``path``) and serve it; what SIGHUP does.

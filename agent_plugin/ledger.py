@@ -36,7 +36,7 @@ from . import failpoints
 from .forward import RecordBatch
 from .wal import Closure, Recovered, WriteAheadLog
 
-__all__ = ["DurableSender", "Ledger", "ReplayPlan"]
+__all__ = ["DurableSender", "Ledger", "ReplayPlan", "WindowLedger"]
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +53,28 @@ class DurableSender(Protocol):
 
     @property
     def durable_count(self) -> int: ...
+
+
+class WindowLedger(Protocol):
+    """What the pipeline tells whoever tracks when its records are safely judged:
+    :class:`Ledger` (the write-ahead log), or a scale-out worker's tracker
+    (:mod:`.cluster.tracker`, which acks JetStream messages instead)."""
+
+    def repeated(self, batch: RecordBatch) -> bool: ...
+
+    async def append(self, batch: RecordBatch) -> int: ...
+
+    def already_done(self, window: Window[Event]) -> bool: ...
+
+    def closed(self, window: Window[Event]) -> None: ...
+
+    async def before_send(self) -> None: ...
+
+    def scored(self, window: Window[Event], flag_id: str | None) -> None: ...
+
+    def flagged(self, flag_id: str) -> None: ...
+
+    def settle(self, open_lsns: Callable[[], Iterable[int]]) -> None: ...
 
 
 @dataclass

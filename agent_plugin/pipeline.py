@@ -77,7 +77,7 @@ from . import failpoints
 from .flags import FlagBuilder, enrich
 from .forward import LogRecord as ForwardRecord
 from .forward import RecordBatch
-from .ledger import Ledger, ReplayPlan
+from .ledger import Ledger, ReplayPlan, WindowLedger
 from .novelty_outlet import NoveltyOutlet
 from .pipeline_config import PipelineConfig
 from .pipeline_metrics import PipelineMetrics
@@ -141,7 +141,7 @@ class StreamingPipeline:
         metrics: PipelineMetrics | None = None,
         *,
         clock: Callable[[], float] = time.monotonic,
-        ledger: Ledger | None = None,
+        ledger: WindowLedger | None = None,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
         """``clock``: monotonic seconds (idle closing, the watermark's progress);
@@ -381,7 +381,7 @@ class StreamingPipeline:
     async def replay(self, records: list[WalRecord], plan: ReplayPlan) -> None:
         """Window again the records a restart found in the write-ahead log, before the
         server accepts anything (:func:`.replay.replay_records`)."""
-        assert self.ledger is not None and self._state == "running"
+        assert isinstance(self.ledger, Ledger) and self._state == "running"
         await replay_records(self, self.ledger, records, plan)
 
     def note_time(self, when: float | None) -> None:

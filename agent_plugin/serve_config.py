@@ -1,6 +1,6 @@
 """``logsieve serve`` settings: one TOML file, the environment and flags, merged once.
 
-Precedence, per key: flags > environment > file > defaults. The file has four tables,
+Precedence, per key: flags > environment > file > defaults. The file has five tables,
 each validated by its own frozen dataclass (unknown keys are errors)::
 
     [server]      # ServerConfig: where logsieve listens (Forward in), metrics endpoint
@@ -20,11 +20,14 @@ each validated by its own frozen dataclass (unknown keys are errors)::
     [durability]  # DurabilityConfig: the write-ahead log (acked = on disk)
     dir = "/var/lib/logsieve/wal"
 
+    [cluster]     # ClusterConfig: scale-out over NATS JetStream (unset: one process)
+    nats_url = "nats://nats:4222"
+
 Environment: ``LOGSIEVE_<TABLE>_<KEY>`` for any scalar key, e.g.
 ``LOGSIEVE_UPSTREAM_HOST=fluentd``, ``LOGSIEVE_SERVER_SHARED_KEY=…``,
 ``LOGSIEVE_PIPELINE_BATCH_SIZE=128``. Values are read as the field's type (numbers,
 ``true``/``false``, comma-separated lists; strings as they are); an unknown key under
-one of the four prefixes is an error (other ``LOGSIEVE_*`` variables are not ours).
+one of the five prefixes is an error (other ``LOGSIEVE_*`` variables are not ours).
 Nested tables (``server.limits``, ``server.users``) come from the file only.
 """
 
@@ -39,6 +42,7 @@ from typing import Any
 from logsieve.config_file import read_tables
 from logsieve.errors import ConfigError
 
+from .cluster.cluster_config import ClusterConfig
 from .pipeline_config import PipelineConfig
 from .server_config import ServerConfig
 from .upstream_config import UpstreamConfig
@@ -52,6 +56,7 @@ _TABLES: dict[str, type] = {
     "upstream": UpstreamConfig,
     "pipeline": PipelineConfig,
     "durability": DurabilityConfig,
+    "cluster": ClusterConfig,
 }
 _NOT_FROM_ENV = {"limits", "users"}
 
@@ -64,11 +69,16 @@ class ServeSettings:
     upstream: UpstreamConfig = dataclasses.field(default_factory=UpstreamConfig)
     pipeline: PipelineConfig = dataclasses.field(default_factory=PipelineConfig)
     durability: DurabilityConfig = dataclasses.field(default_factory=DurabilityConfig)
+    cluster: ClusterConfig = dataclasses.field(default_factory=ClusterConfig)
 
     def __post_init__(self) -> None:
         # Flags sent to our own listener would come back as input and loop forever.
+        # (Not in the scale-out mode: an ingress sends nothing upstream, a worker does
+        # not listen.)
         loopback = {"127.0.0.1", "localhost", "::1", "0.0.0.0", "::"}
         up, srv = self.upstream, self.server
+        if self.cluster.enabled:
+            return
         if up.port == srv.port and up.host in loopback and srv.host in loopback | {up.host}:
             raise ConfigError(
                 "upstream.port",
@@ -111,6 +121,7 @@ def load_serve_settings(
             upstream=UpstreamConfig.from_dict(tables["upstream"]),
             pipeline=PipelineConfig.from_dict(tables["pipeline"]),
             durability=DurabilityConfig.from_dict(tables["durability"]),
+            cluster=ClusterConfig.from_dict(tables["cluster"]),
         )
     except TypeError as exc:  # e.g. a limits table with a wrong shape
         raise ConfigError("config", str(path), f"valid settings ({exc})") from None

@@ -32,7 +32,7 @@ __all__ = ["LOG_TABLES", "SERVE_TABLES", "deep_merge", "read_tables"]
 
 # Which command reads which top-level table: named in the error for a misplaced one.
 LOG_TABLES = ("log",)
-SERVE_TABLES = ("server", "upstream", "pipeline", "durability")
+SERVE_TABLES = ("server", "upstream", "pipeline", "durability", "cluster")
 _OWNER = {
     **dict.fromkeys(LOG_TABLES, "a log config (logsieve train/templates/windows --config)"),
     **dict.fromkeys(SERVE_TABLES, "a serve config (logsieve serve --config)"),

@@ -8,7 +8,7 @@ from typing import Any
 import click
 
 from logsieve import __version__
-from logsieve.cli import engine, logs, model, serve
+from logsieve.cli import cluster, engine, logs, model, serve
 from logsieve.errors import LogsieveError
 
 __all__ = ["Group", "main"]
@@ -39,6 +39,6 @@ def main(verbose: int) -> None:
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
-for _module in (logs, model, engine, serve):
+for _module in (logs, model, engine, serve, cluster):
     for _command in _module.COMMANDS:
         main.add_command(_command)

@@ -39,6 +39,13 @@ __all__ = ["COMMANDS"]
     default=None,
     help="Engine backend [auto].",
 )
+@click.option(
+    "--nats",
+    "nats_url",
+    default=None,
+    help="Scale-out ingress: publish to JetStream at this nats:// URL instead of scoring "
+    "here (`logsieve worker` scores).",
+)
 def serve(
     bundle_path: Path,
     config_path: Path | None,
@@ -49,6 +56,7 @@ def serve(
     tls_key: Path | None,
     metrics: str | None,
     backend: str | None,
+    nats_url: str | None,
 ) -> None:
     """Serve a bundle: receive logs over Forward, send anomaly flags upstream.
 
@@ -61,9 +69,14 @@ def serve(
     --bundle (after `logsieve update` or `rollback`) without losing a window; if it
     cannot be loaded, the old model keeps serving.
 
+    With --nats (or [cluster] nats_url) it is a scale-out ingress instead: each frame
+    is published to JetStream by window-key partition and acked once JetStream
+    acked it; `logsieve worker` processes score (README: Scale-out with NATS).
+
     \b
     Example:
       logsieve serve --bundle bundles/hdfs-raw --upstream fluentd:24224
+      logsieve serve --bundle bundles/hdfs-raw --nats nats://127.0.0.1:4222
       logsieve serve --bundle bundles/hdfs-raw --config serve.toml --listen 0.0.0.0:24224
       LOGSIEVE_UPSTREAM_SPOOL_DIR=/var/lib/logsieve logsieve serve --bundle b
     """
@@ -86,9 +99,19 @@ def serve(
     settings = load_serve_settings(
         config_path,
         os.environ,
-        {"server": server, "upstream": up, "pipeline": {"backend": backend}},
+        {
+            "server": server,
+            "upstream": up,
+            "pipeline": {"backend": backend},
+            "cluster": {"nats_url": nats_url},
+        },
     )
     bundle = open_bundle(bundle_path)
+    if settings.cluster.enabled:
+        from logsieve.cli.cluster import run_ingress_command
+
+        run_ingress_command(settings, bundle)
+        return
 
     def ready(service: Any) -> None:
         click.echo(

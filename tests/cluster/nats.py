@@ -26,9 +26,7 @@ def nats_binary() -> str:
         "/usr/sbin/nats-server" if Path("/usr/sbin/nats-server").exists() else None
     )
     if path is None:
-        pytest.skip(
-            "nats-server not installed (Debian package 'nats-server'; .ci/run installs it)"
-        )
+        pytest.skip("nats-server not installed (Debian package 'nats-server'; .ci/run installs it)")
     return path
 
 

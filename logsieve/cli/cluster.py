@@ -1,0 +1,118 @@
+"""Commands of the scale-out mode: ``worker`` (``serve --nats`` is the ingress).
+
+Settings are the ``serve`` tables plus ``[cluster]`` (:mod:`logsieve.agent_plugin.
+cluster.cluster_config`), merged and validated once by ``load_serve_settings``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from logsieve.cli.options import BACKEND_CHOICES, bundle_option
+
+__all__ = ["COMMANDS", "run_ingress_command"]
+
+
+def run_ingress_command(settings: Any, bundle: Any) -> None:
+    """``serve --nats``: run the ingress until a signal (called by ``serve``)."""
+    from logsieve.agent_plugin.cluster.run import run_ingress
+
+    def ready(ingress: Any) -> None:
+        click.echo(
+            f"logsieve ingress on {settings.server.host}:{ingress.port} → JetStream "
+            f"{settings.cluster.nats_url} stream {settings.cluster.stream} "
+            f"({settings.cluster.partitions} partitions); metrics on "
+            f"http://{settings.server.metrics_host}:{ingress.metrics_port}/metrics",
+            err=True,
+        )
+
+    code = asyncio.run(run_ingress(settings, settings.cluster, bundle, ready=ready))
+    sys.stderr.flush()
+    if code:
+        sys.exit(code)
+
+
+@click.command()
+@bundle_option
+@click.option("--nats", "nats_url", default=None, help="nats:// URL of JetStream.")
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="TOML file with [upstream], [pipeline], [cluster] tables.",
+)
+@click.option("--upstream", default=None, help="host:port of the in_forward that gets flags.")
+@click.option("--metrics", default=None, help="host:port of /metrics and /health [127.0.0.1:2021].")
+@click.option("--name", default=None, help="This worker's name (unique) [<hostname>-<pid>].")
+@click.option("--backend", type=click.Choice(BACKEND_CHOICES), default=None, help="Engine backend.")
+def worker(
+    bundle_path: Path,
+    nats_url: str | None,
+    config_path: Path | None,
+    upstream: str | None,
+    metrics: str | None,
+    name: str | None,
+    backend: str | None,
+) -> None:
+    """Score records from JetStream partitions (scale-out mode), send flags upstream.
+
+    Workers share the stream's partitions (a lease each, renewed every lease_ttl/3;
+    at most ceil(partitions / workers) per worker), window and score their records as
+    `serve` does, and ack a message once every window holding it has its verdict
+    delivered or spooled. A killed worker's partitions move to the others after
+    lease_ttl and their unacked messages are windowed again. SIGTERM gives the
+    partitions back: closed windows are delivered and acked, open ones stay in the
+    stream, whole, for the next owner.
+
+    \b
+    Example:
+      logsieve worker --nats nats://127.0.0.1:4222 --bundle b --upstream fluentd:24224
+      logsieve worker --nats nats://nats:4222 --bundle b --name w1 --metrics 0.0.0.0:2022
+    """
+    from logsieve.agent_plugin.cluster.run import run_worker
+    from logsieve.agent_plugin.serve_config import load_serve_settings, parse_hostport
+    from logsieve.bundle import open_bundle
+
+    server: dict[str, Any] = {}
+    if metrics is not None:
+        server["metrics_host"], server["metrics_port"] = parse_hostport("--metrics", metrics)
+    up: dict[str, Any] = {}
+    if upstream is not None:
+        up["host"], up["port"] = parse_hostport("--upstream", upstream)
+    settings = load_serve_settings(
+        config_path,
+        os.environ,
+        {
+            "server": server,
+            "upstream": up,
+            "pipeline": {"backend": backend},
+            "cluster": {"nats_url": nats_url, "worker_name": name},
+        },
+    )
+    if not settings.cluster.enabled:
+        raise click.UsageError("a worker needs --nats URL (or [cluster] nats_url)")
+    bundle = open_bundle(bundle_path)
+
+    def ready(w: Any) -> None:
+        click.echo(
+            f"logsieve worker {w.name} on {settings.cluster.nats_url} stream "
+            f"{settings.cluster.stream}; flags to {settings.upstream.host}:"
+            f"{settings.upstream.port}; metrics on http://{settings.server.metrics_host}:"
+            f"{w.metrics_port}/metrics",
+            err=True,
+        )
+
+    code = asyncio.run(run_worker(settings, settings.cluster, bundle, ready=ready))
+    sys.stderr.flush()
+    if code:
+        sys.exit(code)
+
+
+COMMANDS = [worker]
