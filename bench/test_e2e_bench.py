@@ -38,6 +38,9 @@ traffic's do); ``LOGSIEVE_BENCH_STREAM=bgl`` sends generated BGL-like lines of 6
 (per-host sliding windows, a bundle trained on 16 other generated hosts); every run
 reports the verdict cache's hit rate (``cache``).
 
+``LOGSIEVE_BENCH_E2E_BUNDLE=DIR`` serves a bundle an earlier run trained (with the same
+stream and model settings) instead of training one.
+
 ``LOGSIEVE_BENCH_MODEL=default`` trains the bench bundle at ``logsieve train``'s model
 size (d 256, 4 layers; 1+1 epochs: the speed of the model users run, not its accuracy)
 instead of the small d 32, 1 layer one. A fourth run measures the Forward server alone
@@ -79,7 +82,7 @@ from logsieve.agent_plugin.serve_config import ServeSettings
 from logsieve.agent_plugin.server_config import ServerConfig
 from logsieve.agent_plugin.upstream_config import UpstreamConfig
 from logsieve.agent_plugin.wal_config import DurabilityConfig
-from logsieve.bundle import Bundle
+from logsieve.bundle import Bundle, open_bundle
 
 LOADGEN = Path(__file__).with_name("loadgen.py")
 CHUNK = int(os.environ.get("LOGSIEVE_BENCH_CHUNK", "500"))
@@ -123,6 +126,9 @@ def e2e_bundle(hdfs_20000: Path, tmp_path_factory: pytest.TempPathFactory) -> Bu
     from logsieve.export.fastlogad.train import TrainConfig
     from logsieve.export.program import export_bundle
 
+    reuse = os.environ.get("LOGSIEVE_BENCH_E2E_BUNDLE")
+    if reuse:  # one trained by an earlier run of this bench with the same STREAM and MODEL
+        return open_bundle(Path(reuse))
     out = tmp_path_factory.mktemp("e2e") / "bundle"
     if STREAM == "bgl":
         # Per-host sliding windows, trained on other generated hosts than it is served.
