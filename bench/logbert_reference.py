@@ -8,7 +8,9 @@ their training *and* test sets, so the paper's F1 is over that population). Both
 the same model and the same label-free threshold (chosen on normal validation windows,
 never on test labels). It also gives recall and false positives by length band, and
 saves the scores (``--save-dir``) so that other thresholds can be read off later
-without refitting. Not part of the test run (minutes per seed).
+without refitting; ``--rescore`` scores saved models again with other scoring masks
+(``--score-masks``; the label-free r is chosen again on validation). Not part of the
+test run (minutes per seed).
 
     LOGSIEVE_DATA=../shared/data .venv/bin/python bench/logbert_reference.py \
         --methods logbert --seeds 0 --threads 1 --out /tmp/lb.jsonl
@@ -20,6 +22,7 @@ import argparse
 import json
 import os
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +30,7 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
-from logsieve.export.baselines import LogBERT, score_chunked
+from logsieve.export.baselines import LogBERT, score_chunked, select_threshold
 from logsieve.export.data.prepare import Prepared, prepare
 from logsieve.export.evaluation.methods import EvalOptions, _make_baseline
 from logsieve.export.evaluation.metrics import (
@@ -68,13 +71,33 @@ def _figures(
     }  # fmt: skip
 
 
+def rescore(path: Path, data: Prepared, score_masks: str, draw_seed: int | None) -> LogBERT:
+    """A saved model with other scoring masks; r chosen again on normal validation.
+
+    ``draw_seed``: the seed of the drawn masks (the config's ``seed``, which only seeds
+    the initial weights and the draws: the weights here are the saved ones).
+    """
+    saved = LogBERT.load(path)
+    seed = saved.cfg.seed if draw_seed is None else draw_seed
+    b = LogBERT(replace(saved.cfg, score_masks=score_masks, seed=seed))  # type: ignore[arg-type]
+    b.model.load_state_dict(saved.model.state_dict())
+    b.model.eval()
+    val = b.score(data.validation)
+    b.thresholds = {"validation": select_threshold(val, b.cfg.max_fpr, np.r_[0.0, val])}
+    b.threshold_rule = "validation"
+    return b
+
+
 def run_one(name: str, data: Prepared, seed: int, opt: EvalOptions,
-            save_dir: Path | None) -> dict[str, Any]:  # fmt: skip
-    b = _make_baseline(name, data, seed, opt)
-    assert isinstance(b, LogBERT)
-    t0 = time.perf_counter()
-    b.fit(data.train, data.validation)
-    fit_s = time.perf_counter() - t0
+            save_dir: Path | None, fitted: LogBERT | None = None) -> dict[str, Any]:  # fmt: skip
+    if fitted is None:
+        b = _make_baseline(name, data, seed, opt)
+        assert isinstance(b, LogBERT)
+        t0 = time.perf_counter()
+        b.fit(data.train, data.validation)
+        fit_s = time.perf_counter() - t0
+    else:
+        b, fit_s = fitted, 0.0
     scores = score_chunked(b, data.test)
     y = np.asarray(data.test_labels, dtype=np.int64)
     t = b.threshold
@@ -94,7 +117,7 @@ def run_one(name: str, data: Prepared, seed: int, opt: EvalOptions,
             "recall": float((ab & flagged).sum() / ab.sum()) if ab.any() else None,
             "normal": int(no.sum()), "fp": int((no & flagged).sum()),
         }  # fmt: skip
-    if save_dir is not None:
+    if save_dir is not None and fitted is None:
         save_dir.mkdir(parents=True, exist_ok=True)
         stem = save_dir / f"{name}-s{seed}-e{opt.epochs or 'full'}"
         b.save(stem.with_suffix(".pt"))
@@ -122,13 +145,36 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=None, help="cap (default: 200, theirs)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--save-dir", type=Path, default=None, help="weights and scores here")
+    p.add_argument(
+        "--rescore",
+        type=Path,
+        nargs="+",
+        default=[],
+        help="saved models (.pt) to score again instead of fitting",
+    )
+    p.add_argument("--score-masks", choices=["length", "draw"], default="draw")
+    p.add_argument(
+        "--draw-seeds",
+        type=int,
+        nargs="+",
+        default=[None],
+        help="with --rescore: seeds of the drawn masks (default: the model's)",
+    )
     p.add_argument("--out", type=Path, required=True)
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     data = prepare("hdfs-sessions", _data_dir())
     opt = EvalOptions(epochs=a.epochs)
     with a.out.open("a", encoding="utf-8") as f:
-        for seed in a.seeds:
+        for path in a.rescore:
+            for draw_seed in a.draw_seeds:
+                b = rescore(path, data, a.score_masks, draw_seed)
+                row = {"rescored": str(path), "score_masks": a.score_masks,
+                       **run_one(path.stem, data, b.cfg.seed, opt, None, b)}  # fmt: skip
+                f.write(json.dumps(row) + "\n")
+                f.flush()
+                print(json.dumps(row), flush=True)
+        for seed in [] if a.rescore else a.seeds:
             for name in a.methods:
                 row = run_one(name, data, seed, opt, a.save_dir)
                 f.write(json.dumps(row) + "\n")

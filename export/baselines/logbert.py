@@ -11,8 +11,8 @@ recomputed at the start of every epoch (as LogBERT's code does). Masked keys are
 replaced by ``[MASK]`` (no BERT 80/10/10 split, since scoring always uses ``[MASK]``).
 
 :meth:`LogBERTConfig.reference` is LogBERT as its authors' code (HelenGuohx/logbert,
-``HDFS/logbert.py`` → ``bert_pytorch/trainer/pretrain.py``) trains it; four options
-differ from the defaults above. ``hypersphere="mse"``: the term is ``nn.MSELoss`` of the
+``HDFS/logbert.py`` → ``bert_pytorch/trainer/pretrain.py``) trains and scores it; five
+options differ from the defaults above. ``hypersphere="mse"``: the term is ``nn.MSELoss`` of the
 ``[DIST]`` state against the centre, a mean over the batch *and* the ``d_model`` dims
 (ours, ``"sum"``, is the squared distance summed over the dims: 256 times stronger at
 d = 256). ``warmup_steps`` > 0: the Noam schedule the authors' ``ScheduledOptim``
@@ -20,16 +20,22 @@ imposes on Adam every step, ``lr = d_model^-0.5 · min(step^-0.5, step · warmup
 (``lr`` is then unused: their Adam's 1e-3 is overwritten too). ``masking="bert"``: a
 masked key is fed as ``[MASK]`` 80 %, a uniformly random id 10 %, itself 10 % of the time
 (their ``LogDataset.random_item``); it is still a target. And ``dedupe=False``: every
-training session, duplicates kept. Scoring is the same in both.
+training session, duplicates kept. Scoring: ``score_masks="draw"`` masks each key of
+each scored window with probability ``mask_ratio``, independently per window (their
+``predict_mode`` pass; a window may get no masked key, and then never misses), from a
+generator seeded by ``seed`` at the start of every :meth:`LogBERT.score` call, so a
+window's score depends on its place in that call's list. Our ``"length"`` masks
+depend on the window's length only: on HDFS, where hundreds of anomalous sessions share
+one shape, whether one position is masked decides them all at once.
 
-Scoring masks every window deterministically: the positions depend only on the seed
-and the window length, so a window always gets the same score, whatever its batch. A
-masked key *misses* when it is not among the top ``g`` candidates (rank = 1 + the keys
-ranked strictly above it). The score is the fraction of masked keys that miss; the
-verdict "more than ``r`` of the masked keys miss" (LogBERT's ``r`` is a ratio of the
-masked keys) is exactly ``score > r``. The hypersphere distance is *not* mixed into the
-score: any tie-breaker term would make ``score > r`` differ from the rule for some r.
-Scores therefore tie a lot; ROC/PR-AUC treat ties by average rank.
+By default (``"length"``) scoring masks every window deterministically: the positions
+depend only on the seed and the window length, so a window always gets the same score,
+whatever its batch. A masked key *misses* when it is not among the top ``g`` candidates
+(rank = 1 + the keys ranked strictly above it). The score is the fraction of masked
+keys that miss; the verdict "more than ``r`` of the masked keys miss" (LogBERT's ``r``
+is a ratio of the masked keys) is exactly ``score > r``. The hypersphere distance is
+*not* mixed into the score: any tie-breaker term would make ``score > r`` differ from
+the rule for some r. Scores therefore tie a lot; ROC/PR-AUC treat ties by average rank.
 """
 
 from __future__ import annotations
@@ -78,6 +84,7 @@ __all__ = [
 LogBERTRule = Literal["validation", "fixed"]
 Hypersphere = Literal["sum", "mse"]
 Masking = Literal["mask", "bert"]
+ScoreMasks = Literal["length", "draw"]
 
 
 @dataclass(frozen=True)
@@ -86,8 +93,8 @@ class LogBERTConfig:
     ``g=15``). ``threshold_rule="validation"``: the smallest ratio r with validation FPR
     ``<= max_fpr``; ``"fixed"``: the given ``r``. ``dedupe`` trains on distinct windows,
     as our FastLogAD training does (LogBERT's code keeps duplicates). ``hypersphere``,
-    ``warmup_steps`` (0 = the constant ``lr``) and ``masking``: see the module doc;
-    :meth:`reference` sets all four as the authors' code does."""
+    ``warmup_steps`` (0 = the constant ``lr``), ``masking`` and ``score_masks``: see the
+    module doc; :meth:`reference` sets all five as the authors' code does."""
 
     vocab_size: int
     d_model: int = 256
@@ -111,6 +118,7 @@ class LogBERTConfig:
     hypersphere: Hypersphere = "sum"
     warmup_steps: int = 0
     masking: Masking = "mask"
+    score_masks: ScoreMasks = "length"
 
     def __post_init__(self) -> None:
         self.model_config()  # validates the encoder's fields
@@ -137,6 +145,8 @@ class LogBERTConfig:
             raise ConfigError("logbert.hypersphere", self.hypersphere, "'sum' or 'mse'")
         if self.masking not in ("mask", "bert"):
             raise ConfigError("logbert.masking", self.masking, "'mask' or 'bert'")
+        if self.score_masks not in ("length", "draw"):
+            raise ConfigError("logbert.score_masks", self.score_masks, "'length' or 'draw'")
 
     @classmethod
     def reference(cls, vocab_size: int, **overrides: object) -> LogBERTConfig:
@@ -145,14 +155,15 @@ class LogBERTConfig:
         Hidden 256, 4 layers, 4 heads, FFN 512, mask ratio 0.65, g = 6, batch 32, up to
         200 epochs stopping after 10 without a better validation loss, hypersphere weight
         0.1 on ``MSELoss``, Noam warm-up over 10,000 steps, BERT 80/10/10 masking, every
-        training session kept. The miss ratio r is still chosen without labels (the
-        authors pick it by test F1), on normal validation windows.
+        training session kept, scoring masks drawn per window. The miss ratio r is still
+        chosen without labels (the authors pick it by test F1), on normal validation
+        windows.
         """
         args: dict[str, object] = {
             "d_model": 256, "n_layers": 4, "n_heads": 4, "d_ff": 512, "mask_ratio": 0.65,
             "g": 6, "hypersphere_weight": 0.1, "epochs": 200, "batch_size": 32,
             "patience": 10, "dedupe": False, "hypersphere": "mse", "warmup_steps": 10_000,
-            "masking": "bert",
+            "masking": "bert", "score_masks": "draw",
         }  # fmt: skip
         args.update(overrides)
         return cls(vocab_size, **args)  # type: ignore[arg-type]
@@ -352,20 +363,33 @@ class LogBERT(Baseline):
             self._score_masks[length] = mask
         return self._score_masks[length]
 
+    def drawn_masks(self, lengths: npt.ArrayLike) -> list[npt.NDArray[np.bool_]]:
+        """``score_masks="draw"``: one mask per window of ``lengths`` (``[CLS]`` included),
+        each key with probability ``mask_ratio``, none forced; the same list, the same masks.
+        """
+        rng = np.random.default_rng([self.cfg.seed, 3])
+        out = []
+        for n in np.asarray(lengths, dtype=np.int64).reshape(-1):
+            mask = rng.random(int(n)) < self.cfg.mask_ratio
+            mask[0] = False  # [CLS]
+            out.append(mask)
+        return out
+
     @torch.no_grad()
     def score(self, windows: Sequence[IdArray]) -> FloatArray:
-        """Fraction of the deterministically masked keys outside the top g (0 if no key)."""
+        """Fraction of the masked keys outside the top g (0 if no key is masked)."""
         seqs = self._prepare(windows)
         out = np.zeros(len(seqs), dtype=np.float64)
         lengths_all = np.array([len(s) for s in seqs], dtype=np.int64)
+        drawn = self.drawn_masks(lengths_all) if self.cfg.score_masks == "draw" else None
         self.model.eval()
         # Same-width length groups (the engines' batching): one long window no longer
         # pads a whole batch of short ones to its length (5x on HDFS's long tail).
         for idx, width in batches(lengths_all, 256, self.cfg.max_len):
             ids_np, lengths_np = pad([seqs[i] for i in idx], width)
             masked_np = np.zeros(ids_np.shape, dtype=bool)
-            for row, n in enumerate(lengths_np):
-                masked_np[row, :n] = self.masked_positions(int(n))
+            for row, (i, n) in enumerate(zip(idx, lengths_np, strict=True)):
+                masked_np[row, :n] = self.masked_positions(int(n)) if drawn is None else drawn[i]
             ids, masked = torch.from_numpy(ids_np), torch.from_numpy(masked_np)
             logits, _ = self.model(
                 ids.masked_fill(masked, MASK), torch.from_numpy(lengths_np), masked

@@ -3,13 +3,15 @@
 Each option the authors' code differs by is checked on its own: the hypersphere term
 as their ``nn.MSELoss`` (mean over the dims too), the Noam warm-up they impose on Adam
 every step, BERT's 80/10/10 corruption of the masked keys, every training session kept
-(``dedupe=False``); and the harness's ``logbert`` is that configuration on
-hdfs-sessions while ``logbert-ours`` keeps the previous one. Tiny models, one thread.
+(``dedupe=False``), scoring masks drawn per window (``score_masks="draw"``); and the
+harness's ``logbert`` is that configuration on hdfs-sessions while ``logbert-ours``
+keeps the previous one. Tiny models, one thread.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -51,14 +53,14 @@ def test_reference_settings_are_the_authors_code() -> None:
     assert (cfg.d_model, cfg.n_layers, cfg.n_heads, cfg.d_ff) == (256, 4, 4, 512)
     assert (cfg.mask_ratio, cfg.g, cfg.hypersphere_weight) == (0.65, 6, 0.1)
     assert (cfg.epochs, cfg.batch_size, cfg.patience) == (200, 32, 10)
-    assert (cfg.dedupe, cfg.hypersphere, cfg.warmup_steps, cfg.masking) == (
-        False, "mse", 10_000, "bert"
+    assert (cfg.dedupe, cfg.hypersphere, cfg.warmup_steps, cfg.masking, cfg.score_masks) == (
+        False, "mse", 10_000, "bert", "draw"
     )  # fmt: skip
     assert cfg.threshold_rule == "validation"  # r stays label-free
     # The defaults (our variant) are unchanged.
     ours = LogBERTConfig(V)
-    assert (ours.dedupe, ours.hypersphere, ours.warmup_steps, ours.masking) == (
-        True, "sum", 0, "mask"
+    assert (ours.dedupe, ours.hypersphere, ours.warmup_steps, ours.masking, ours.score_masks) == (
+        True, "sum", 0, "mask", "length"
     )  # fmt: skip
 
 
@@ -156,6 +158,7 @@ def test_reference_fits_scores_and_round_trips(tmp_path: Path) -> None:
         ({"hypersphere": "l2"}, "logbert.hypersphere"),
         ({"masking": "random"}, "logbert.masking"),
         ({"warmup_steps": -1}, "logbert.warmup_steps"),
+        ({"score_masks": "random"}, "logbert.score_masks"),
     ],
 )
 def test_reference_fields_are_validated(overrides: dict[str, object], field: str) -> None:
@@ -186,3 +189,38 @@ def test_harness_logbert_is_the_reference_on_hdfs_sessions_only(tmp_path: Path) 
         True, "sum", 0, "mask"
     )  # fmt: skip
     assert (ours.cfg.mask_ratio, ours.cfg.g, ours.cfg.epochs, ours.cfg.seed) == (0.65, 6, 5, 1)
+
+
+def test_drawn_score_masks_differ_per_window_and_repeat_per_call() -> None:
+    """The authors mask each scored session afresh; ours masks by length alone.
+
+    The window is a normal one with one key never seen in training: it misses only when
+    that position is masked, so per-window draws flag some copies and pass others, while
+    length masks give every copy the one same verdict (as on HDFS, where hundreds of
+    anomalous sessions of one shape are caught or missed together).
+    """
+    cfg = LogBERTConfig(
+        V, **SMALL, dropout=0.0, epochs=30, lr=3e-3, g=2, dedupe=False, score_masks="draw"
+    )
+    b = LogBERT(cfg)
+    b.fit(TRAIN, VAL)
+    assert (b.score(VAL) == 0).mean() > 0.9  # trained: normal keys are within the top 2
+    masks = b.drawn_masks([13] * 400 + [2] * 400)
+    assert not any(m[0] for m in masks)  # [CLS] never
+    keys = np.concatenate([m[1:] for m in masks])
+    assert keys.mean() == pytest.approx(0.65, abs=0.03)
+    assert len({m.tobytes() for m in masks[:400]}) > 300  # same length, other masks
+    # One key: no mask about 35 % of the time, and such a window can never be flagged.
+    empty = [i for i in range(400, 800) if not masks[i].any()]
+    assert 0.25 < len(empty) / 400 < 0.45
+    odd = session(0, 12)
+    odd[6] = N_SPECIAL + 9  # never in training
+    windows = [odd] * 400 + [np.array([CLS, N_SPECIAL + 9])] * 400
+    scores = b.score(windows)
+    np.testing.assert_array_equal(scores, b.score(windows))  # same list, same scores
+    caught = (scores[:400] > 0).mean()
+    assert 0.4 < caught < 0.9  # about mask_ratio of the copies
+    assert (scores[empty] == 0).all()
+    by_length = LogBERT(replace(cfg, score_masks="length"))
+    by_length.model.load_state_dict(b.model.state_dict())
+    assert len(np.unique(by_length.score(windows[:400]))) == 1
