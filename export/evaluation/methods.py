@@ -224,13 +224,12 @@ def _make_baseline(name: str, data: Prepared, seed: int, opt: EvalOptions) -> Ba
         return DeepLog(replace(dl, embed_dim=16, hidden=32, batch_size=512) if opt.tiny else dl)
     if name in ("logbert", "logbert-ours"):
         lb_epochs = _epochs(opt, 2 if opt.tiny else 200)
-        small = {"d_model": 32, "n_layers": 1, "n_heads": 2, "d_ff": 64}
         if name == "logbert" and data.dataset == "hdfs-sessions":
             # The authors' own data: train LogBERT as HelenGuohx/logbert does (issue 18).
-            ref = LogBERTConfig.reference(
+            lb_ref = LogBERTConfig.reference(
                 v, max_len=data.log_config.max_len, seed=seed, epochs=lb_epochs
             )
-            return LogBERT(replace(ref, warmup_steps=10, **small) if opt.tiny else ref)
+            return LogBERT(replace(_tiny_logbert(lb_ref), warmup_steps=10) if opt.tiny else lb_ref)
         # The paper's settings: HDFS mask 0.65 / g 6; BGL and Thunderbird 0.5 / 15.
         hdfs = data.dataset.startswith("hdfs")
         lb = LogBERTConfig(
@@ -241,10 +240,14 @@ def _make_baseline(name: str, data: Prepared, seed: int, opt: EvalOptions) -> Ba
             seed=seed,
             epochs=lb_epochs,
         )
-        return LogBERT(replace(lb, **small) if opt.tiny else lb)
+        return LogBERT(_tiny_logbert(lb) if opt.tiny else lb)
     if name == "iforest":
         return IForest(IForestConfig(v, n_estimators=20 if opt.tiny else 100, seed=seed))
     raise ConfigError("method", name, "deeplog, deeplog-ours, logbert, logbert-ours or iforest")
+
+
+def _tiny_logbert(cfg: LogBERTConfig) -> LogBERTConfig:
+    return replace(cfg, d_model=32, n_layers=1, n_heads=2, d_ff=64)
 
 
 def _baseline(name: str) -> FitScore:
