@@ -117,10 +117,13 @@ def run_one(name: str, data: Prepared, seed: int, opt: EvalOptions,
             "recall": float((ab & flagged).sum() / ab.sum()) if ab.any() else None,
             "normal": int(no.sum()), "fp": int((no & flagged).sum()),
         }  # fmt: skip
-    if save_dir is not None and fitted is None:
+    if save_dir is not None:
         save_dir.mkdir(parents=True, exist_ok=True)
         stem = save_dir / f"{name}-s{seed}-e{opt.epochs or 'full'}"
-        b.save(stem.with_suffix(".pt"))
+        if fitted is None:
+            b.save(stem.with_suffix(".pt"))
+        else:  # a rescored model: its scores beside the first ones
+            stem = save_dir / f"{name}-{b.cfg.score_masks}-d{b.cfg.seed}"
         np.savez(stem.with_suffix(".npz"), scores=scores, labels=y, lengths=lengths,
                  threshold=t, val_scores=b.score(data.validation))  # fmt: skip
     return {
@@ -170,7 +173,7 @@ def main() -> None:
             for draw_seed in a.draw_seeds:
                 b = rescore(path, data, a.score_masks, draw_seed)
                 row = {"rescored": str(path), "score_masks": a.score_masks,
-                       **run_one(path.stem, data, b.cfg.seed, opt, None, b)}  # fmt: skip
+                       **run_one(path.stem, data, b.cfg.seed, opt, a.save_dir, b)}  # fmt: skip
                 f.write(json.dumps(row) + "\n")
                 f.flush()
                 print(json.dumps(row), flush=True)
