@@ -79,7 +79,7 @@ def rescore(path: Path, data: Prepared, score_masks: str, draw_seed: int | None)
     """
     saved = LogBERT.load(path)
     seed = saved.cfg.seed if draw_seed is None else draw_seed
-    b = LogBERT(replace(saved.cfg, score_masks=score_masks, seed=seed))  # type: ignore[arg-type]
+    b = LogBERT(replace(saved.cfg, score_masks=score_masks, seed=seed))
     b.model.load_state_dict(saved.model.state_dict())
     b.model.eval()
     val = b.score(data.validation)
