@@ -89,10 +89,14 @@ def rescore(path: Path, data: Prepared, score_masks: str, draw_seed: int | None)
 
 
 def run_one(name: str, data: Prepared, seed: int, opt: EvalOptions,
-            save_dir: Path | None, fitted: LogBERT | None = None) -> dict[str, Any]:  # fmt: skip
+            save_dir: Path | None, fitted: LogBERT | None = None,
+            overrides: dict[str, Any] | None = None) -> dict[str, Any]:  # fmt: skip
     if fitted is None:
         b = _make_baseline(name, data, seed, opt)
         assert isinstance(b, LogBERT)
+        if overrides:  # one option changed: an ablation of the harness's configuration
+            b = LogBERT(replace(b.cfg, **overrides))
+            name = name + "+" + "+".join(f"{k}={v}" for k, v in sorted(overrides.items()))
         t0 = time.perf_counter()
         b.fit(data.train, data.validation)
         fit_s = time.perf_counter() - t0
@@ -163,6 +167,13 @@ def main() -> None:
         default=[None],
         help="with --rescore: seeds of the drawn masks (default: the model's)",
     )
+    p.add_argument(
+        "--set",
+        type=json.loads,
+        default=None,
+        dest="overrides",
+        help='LogBERTConfig fields to change, as JSON: \'{"hypersphere": "mse"}\'',
+    )
     p.add_argument("--out", type=Path, required=True)
     a = p.parse_args()
     torch.set_num_threads(a.threads)
@@ -179,7 +190,7 @@ def main() -> None:
                 print(json.dumps(row), flush=True)
         for seed in [] if a.rescore else a.seeds:
             for name in a.methods:
-                row = run_one(name, data, seed, opt, a.save_dir)
+                row = run_one(name, data, seed, opt, a.save_dir, None, a.overrides)
                 f.write(json.dumps(row) + "\n")
                 f.flush()
                 print(json.dumps(row), flush=True)
