@@ -27,7 +27,8 @@ TEST_LABELS = ("normal", "anomalous")
 # The harness's method names (logsieve.export.evaluation.methods.METHODS, which imports
 # torch: written here so --help stays fast; tests/export/test_harness.py keeps them equal).
 METHODS = (
-    "fastlogad-mlm", "fastlogad-random", "adalog", "deeplog", "deeplog-ours", "logbert", "iforest"
+    "fastlogad-mlm", "fastlogad-random", "adalog", "deeplog", "deeplog-ours", "logbert",
+    "logbert-ours", "iforest",
 )  # fmt: skip
 
 _SPLIT_HELP = (
