@@ -38,8 +38,10 @@ traffic's do); ``LOGSIEVE_BENCH_STREAM=bgl`` sends generated BGL-like lines of 6
 (per-host sliding windows, a bundle trained on 16 other generated hosts); every run
 reports the verdict cache's hit rate (``cache``).
 
-``LOGSIEVE_BENCH_E2E_BUNDLE=DIR`` serves a bundle an earlier run trained (with the same
-stream and model settings) instead of training one.
+``LOGSIEVE_BENCH_PIPELINE='{"key": value}'`` overrides ``[pipeline]`` settings of the
+served runs (the server's defaults otherwise). ``LOGSIEVE_BENCH_E2E_BUNDLE=DIR`` serves
+a bundle an earlier run trained (with the same stream and model settings) instead of
+training one.
 
 ``LOGSIEVE_BENCH_MODEL=default`` trains the bench bundle at ``logsieve train``'s model
 size (d 256, 4 layers; 1+1 epochs: the speed of the model users run, not its accuracy)
@@ -95,7 +97,7 @@ MODEL = os.environ.get("LOGSIEVE_BENCH_MODEL", "small")  # or "default" (train's
 CACHE = os.environ.get("LOGSIEVE_BENCH_CACHE", "on")
 SERVED: dict[str, Any] = (
     {"verdict_cache_entries": 0, "verdict_cache_bytes": 0} if CACHE == "off" else {}
-)
+) | json.loads(os.environ.get("LOGSIEVE_BENCH_PIPELINE", "{}"))  # other [pipeline] keys
 TARGET_RATE, TARGET_P99 = 75_000.0, 0.100  # issue 17 (issue 5's were 30k and 250 ms)
 
 # Where cProfile's per-function self time is attributed, by source path.
@@ -446,6 +448,7 @@ def test_e2e_sustained_rate_latency_and_stage_breakdown(
     summary = {
         "model": MODEL,
         "verdict_cache": CACHE,
+        "pipeline_overrides": SERVED,
         "records_per_s_acked_max": rate,
         "records_per_s_acked_detection_off": alone,
         "ratio_detection_on_to_off": rate / alone,
