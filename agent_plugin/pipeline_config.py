@@ -65,10 +65,6 @@ class PipelineConfig:
             so the connection stops reading its socket (backpressure, no dropping).
         advance_interval: Seconds between clock ticks that close idle windows
             (0 disables; windows then close only on later records and at shutdown).
-            A tick closes every window that went idle since the last one, in one
-            burst through the engine queue: 0.25 s keeps the bursts small (close →
-            verdict p99 103 ms against 160-195 ms at 1 s, default-size model, HDFS
-            sessions at ~31k records/s, bench/RESULTS.md) at a negligible cost.
             The tick's watermark is the largest event time seen plus the wall-clock
             time since it was seen: event time keeps moving while the input is
             quiet, and a replay faster than real time is windowed as offline.
@@ -126,7 +122,7 @@ class PipelineConfig:
     verdict_cache_bytes: int = 64 * 2**20
     max_wait_ms: float = 20.0
     queue_size: int = 1024
-    advance_interval: float = 0.25
+    advance_interval: float = 1.0
     idle_close: float = 60.0
     max_future_skew: float = 60.0
     top_k: int = 5
