@@ -79,6 +79,25 @@ _SIGNALS = (signal.SIGTERM, signal.SIGINT)
 _RELOAD = signal.SIGHUP
 
 
+async def start_scoring(
+    upstream: UpstreamClient,
+    pipeline: StreamingPipeline,
+    supervisor: Supervisor,
+    started: list[str],
+) -> None:
+    """Start the upstream sender, then the pipeline, each long-lived task watched by
+    ``supervisor``; ``started`` records what to stop (``serve`` and the scale-out
+    worker start them alike)."""
+    await upstream.start()
+    started.append("upstream")
+    if upstream.task is not None:
+        supervisor.watch(upstream.task, "upstream sender")
+    await pipeline.start()
+    started.append("pipeline")
+    for name, task in pipeline.tasks.items():
+        supervisor.watch(task, name)
+
+
 def start_window_engine(
     cfg: PipelineConfig, bundle: Bundle, engine: Engine | None = None
 ) -> WindowEngine:
@@ -216,14 +235,7 @@ class Service:
         server = self.settings.server
         try:
             recovered = await self._open_wal()
-            await self.upstream.start()
-            self._started.append("upstream")
-            if self.upstream.task is not None:
-                self.supervisor.watch(self.upstream.task, "upstream sender")
-            await self.pipeline.start()
-            self._started.append("pipeline")
-            for name, task in self.pipeline.tasks.items():
-                self.supervisor.watch(task, name)
+            await start_scoring(self.upstream, self.pipeline, self.supervisor, self._started)
             if recovered is not None and recovered.records:
                 await self.pipeline.replay(recovered.records, ReplayPlan.of(recovered))
             try:

@@ -43,7 +43,7 @@ from logsieve.engine import Engine
 from logsieve.errors import ConfigError
 from logsieve.logs.windows import SessionWindower
 
-from ..app import start_window_engine
+from ..app import start_scoring, start_window_engine
 from ..metrics import Metrics
 from ..metrics_http import MetricsServer
 from ..pipeline import StreamingPipeline
@@ -129,14 +129,7 @@ class Worker:
             await ensure_stream(self.js, self.cluster)
             self.buckets = await ensure_buckets(self.js, self.cluster)
             self.leases = Leases(self.buckets, self.name, self.cluster.partitions)
-            await self.upstream.start()
-            self._started.append("upstream")
-            if self.upstream.task is not None:
-                self.supervisor.watch(self.upstream.task, "upstream sender")
-            await self.pipeline.start()
-            self._started.append("pipeline")
-            for name, task in self.pipeline.tasks.items():
-                self.supervisor.watch(task, name)
+            await start_scoring(self.upstream, self.pipeline, self.supervisor, self._started)
             await self.http.start()
             self._started.append("http")
             self._tasks = [
