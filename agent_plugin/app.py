@@ -63,7 +63,15 @@ from .supervision import Supervisor
 from .upstream import UpstreamClient
 from .wal import Recovered, WriteAheadLog
 
-__all__ = ["EXIT_FAST", "EXIT_TASK_FAILED", "Service", "run_service", "start_window_engine"]
+__all__ = [
+    "EXIT_FAST",
+    "EXIT_TASK_FAILED",
+    "Service",
+    "run_service",
+    "start_scoring",
+    "start_window_engine",
+    "wait_first",
+]
 
 log = logging.getLogger(__name__)
 
@@ -420,7 +428,7 @@ async def run_service(
         await service.start()
         if ready is not None:
             ready(service)
-        await _first(stop_requested.wait(), service.supervisor.failed())
+        await wait_first(stop_requested.wait(), service.supervisor.failed())
         shutdown = asyncio.create_task(service.stop(), name="logsieve-shutdown")
         try:
             delivered = await shutdown
@@ -441,7 +449,7 @@ async def run_service(
             await asyncio.gather(*reloads, return_exceptions=True)
 
 
-async def _first(*waits: Coroutine[Any, Any, object]) -> None:
+async def wait_first(*waits: Coroutine[Any, Any, object]) -> None:
     """Wait until one of ``waits`` finishes; cancel the others."""
     tasks = [asyncio.ensure_future(w) for w in waits]
     try:

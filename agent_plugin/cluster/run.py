@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 from logsieve.bundle import Bundle
 
-from ..app import EXIT_TASK_FAILED
+from ..app import EXIT_TASK_FAILED, wait_first
 from ..serve_config import ServeSettings
 from .cluster_config import ClusterConfig
 
@@ -51,13 +51,8 @@ async def _run(service: _Runnable, ready: Callable[[Any], object] | None) -> int
         await service.start()
         if ready is not None:
             ready(service)
-        waits = [asyncio.ensure_future(stop.wait())]
         failed = getattr(service, "failed", None)
-        if failed is not None:
-            waits.append(asyncio.ensure_future(failed()))
-        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-        for w in waits:
-            w.cancel()
+        await wait_first(stop.wait(), *([failed()] if failed is not None else []))
         await service.stop()
         return 0 if stop.is_set() else EXIT_TASK_FAILED
     finally:
