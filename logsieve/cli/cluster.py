@@ -14,7 +14,7 @@ from typing import Any
 
 import click
 
-from logsieve.cli.options import BACKEND_CHOICES, bundle_option
+from logsieve.cli.options import backend_option, bundle_option, metrics_option, upstream_option
 
 __all__ = ["COMMANDS", "run_ingress_command"]
 
@@ -48,10 +48,10 @@ def run_ingress_command(settings: Any, bundle: Any) -> None:
     default=None,
     help="TOML file with [upstream], [pipeline], [cluster] tables.",
 )
-@click.option("--upstream", default=None, help="host:port of the in_forward that gets flags.")
-@click.option("--metrics", default=None, help="host:port of /metrics and /health [127.0.0.1:2021].")
+@upstream_option
+@metrics_option
 @click.option("--name", default=None, help="This worker's name (unique) [<hostname>-<pid>].")
-@click.option("--backend", type=click.Choice(BACKEND_CHOICES), default=None, help="Engine backend.")
+@backend_option
 def worker(
     bundle_path: Path,
     nats_url: str | None,

@@ -11,12 +11,32 @@ import click
 from logsieve.engine.base import BACKEND_CHOICES
 from logsieve.export.data.formats import FORMATS
 
-__all__ = ["BACKEND_CHOICES", "FORMATS", "bundle_option", "log_options", "read_note"]
+__all__ = [
+    "BACKEND_CHOICES",
+    "FORMATS",
+    "backend_option",
+    "bundle_option",
+    "log_options",
+    "metrics_option",
+    "read_note",
+    "upstream_option",
+]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 bundle_option = click.option(
     "--bundle", "bundle_path", type=click.Path(exists=True, path_type=Path), required=True
+)
+
+# The serving commands' (serve, worker) shared flags.
+upstream_option = click.option(
+    "--upstream", default=None, help="host:port of the in_forward that gets flags."
+)
+metrics_option = click.option(
+    "--metrics", default=None, help="host:port of /metrics and /health [127.0.0.1:2021]."
+)
+backend_option = click.option(
+    "--backend", type=click.Choice(BACKEND_CHOICES), default=None, help="Engine backend [auto]."
 )
 
 

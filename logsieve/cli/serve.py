@@ -13,7 +13,7 @@ from typing import Any
 
 import click
 
-from logsieve.cli.options import BACKEND_CHOICES, bundle_option
+from logsieve.cli.options import backend_option, bundle_option, metrics_option, upstream_option
 
 __all__ = ["COMMANDS"]
 
@@ -28,17 +28,12 @@ __all__ = ["COMMANDS"]
     help="TOML file with [server], [upstream] and [pipeline] tables.",
 )
 @click.option("--listen", default=None, help="host:port to receive Forward on [0.0.0.0:24224].")
-@click.option("--upstream", default=None, help="host:port of the in_forward that gets flags.")
+@upstream_option
 @click.option("--shared-key", default=None, help="Require this shared key from clients.")
 @click.option("--tls-cert", type=click.Path(path_type=Path), default=None, help="PEM cert (TLS).")
 @click.option("--tls-key", type=click.Path(path_type=Path), default=None, help="PEM key (TLS).")
-@click.option("--metrics", default=None, help="host:port of /metrics and /health [127.0.0.1:2021].")
-@click.option(
-    "--backend",
-    type=click.Choice(BACKEND_CHOICES),
-    default=None,
-    help="Engine backend [auto].",
-)
+@metrics_option
+@backend_option
 @click.option(
     "--nats",
     "nats_url",
