@@ -62,13 +62,14 @@ async def feed_message(
     windowed = 0
     for i, rec in enumerate(body.records):
         try:
-            text = reader.text(rec.record)
-            if text is None:
+            # As the pipeline's put reads a record: (time, host, text, raw), no LogRecord.
+            read = reader.read(rec.record, rec.time, trusted_until)
+            if read is None:  # no text
                 if config.pass_through and partition_of(rec.tag, partitions) == partition:
                     await _pass(pipeline, tracker, held, rec)
                 continue
-            line, _ = reader.line(text, rec.record, rec.time, trusted_until)
-            keys = lines.keys.keys(line, rec.record)
+            when, host, text, _ = read
+            keys = lines.keys.keys_of(text, host, rec.record)
             owner = owner_partition(keys, rec.tag, partitions) == partition
             mine = tuple(
                 k for k in keys if k not in skip and partition_of(k, partitions) == partition
@@ -77,10 +78,12 @@ async def feed_message(
                 if not keys and config.pass_through and owner:
                     await _pass(pipeline, tracker, held, rec)
                 continue
-            event, mine, closed = lines.feed_event(line, rec.record, seq=held.first + i, keys=mine)
+            event, mine, closed = lines.feed_line(
+                when, host, text, rec.record, held.first + i, keys=mine
+            )
             tracker.placed(held, mine)
             windowed += 1
-            pipeline.note_time(line.time)
+            pipeline.note_time(when)
             if config.pass_through and owner and keys[0] not in skip:
                 pipeline.hold(event, rec)
             for window in closed:

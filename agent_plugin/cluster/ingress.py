@@ -70,16 +70,17 @@ class IngressSink:
     def partitions(self, rec: LogRecord, trusted_until: float) -> list[int]:
         """The partitions ``rec`` goes to (module docstring)."""
         n = self.cluster.partitions
-        text = self.reader.text(rec.record)
-        if text is not None:
-            try:
-                line, _ = self.reader.line(text, rec.record, rec.time, trusted_until)
-                found = partitions_of(self.keys.keys(line, rec.record), n)
-            except Exception:  # the worker counts it as dropped; it must still arrive
-                found = []
-            if found:
-                return found
-        return [partition_of(rec.tag, n)]
+        try:
+            # As the pipeline's put reads it: (time, host, text, raw) or None (no text).
+            read = self.reader.read(rec.record, rec.time, trusted_until)
+            found = (
+                partitions_of(self.keys.keys_of(read[2], read[1], rec.record), n)
+                if read is not None
+                else []
+            )
+        except Exception:  # the worker counts it as dropped; it must still arrive
+            found = []
+        return found or [partition_of(rec.tag, n)]
 
     async def put(self, batch: RecordBatch) -> None:
         """Publish ``batch``; return once JetStream acked every message, else raise."""
