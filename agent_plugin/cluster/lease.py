@@ -18,7 +18,7 @@ from __future__ import annotations
 import contextlib
 import zlib
 
-from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NoKeysError
+from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 
 from .streams import Buckets
 
@@ -45,11 +45,7 @@ class Leases:
     async def announce(self) -> list[str]:
         """Renew our membership; returns the names of the live workers, sorted."""
         await self.buckets.members.put(self.name, b"1")
-        try:
-            names = set(await self.buckets.members.keys())
-        except NoKeysError:
-            names = set()
-        return sorted(names | {self.name})
+        return sorted(set(await self.buckets.live_keys("members")) | {self.name})
 
     def fair_share(self, members: list[str]) -> int:
         """Our quota: ``partitions // n``, one more for the first ``partitions % n``
@@ -60,10 +56,7 @@ class Leases:
 
     async def free(self) -> list[int]:
         """Partitions nobody holds a lease on, in this worker's preferred order."""
-        try:
-            held = set(await self.buckets.leases.keys())
-        except NoKeysError:
-            held = set()
+        held = set(await self.buckets.live_keys("leases"))
         return [p for p in self.order if _key(p) not in held]
 
     async def acquire(self, partition: int) -> bool:

@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import re
@@ -110,9 +111,36 @@ async def ensure_stream(js: JetStreamContext, cfg: ClusterConfig) -> None:
 class Buckets:
     """The three key-value buckets (module docstring)."""
 
+    js: JetStreamContext
+    prefix: str  # bucket names are ``<prefix>_leases`` and so on
     leases: KeyValue
     members: KeyValue
     state: KeyValue
+
+    async def live_keys(self, suffix: str) -> list[str]:
+        """The keys of bucket ``<prefix>_<suffix>`` that hold a value now.
+
+        One stream-info request lists the bucket's subjects (a server-side snapshot),
+        then each key's last entry is read and deleted ones are dropped. nats-py's
+        ``KeyValue.keys()`` is not used: it replays the bucket through a watcher that
+        can miss a key rewritten meanwhile (a member renewing) and, waiting for its
+        end marker without a timeout, can hang a lease round.
+        """
+        bucket = f"{self.prefix}_{suffix}"
+        info = await self.js.stream_info(f"KV_{bucket}", subjects_filter=f"$KV.{bucket}.>")
+        head = len(f"$KV.{bucket}.")
+        names = [subject[head:] for subject in info.state.subjects or {}]
+        kv: KeyValue = getattr(self, suffix)
+
+        async def live(key: str) -> bool:
+            try:
+                await kv.get(key)  # raises for a deleted or purged key as for a missing one
+            except KeyNotFoundError:
+                return False
+            return True
+
+        alive = await asyncio.gather(*map(live, names))
+        return [key for key, ok in zip(names, alive, strict=True) if ok]
 
 
 async def ensure_buckets(js: JetStreamContext, cfg: ClusterConfig) -> Buckets:
@@ -128,6 +156,8 @@ async def ensure_buckets(js: JetStreamContext, cfg: ClusterConfig) -> Buckets:
             )
 
     return Buckets(
+        js=js,
+        prefix=cfg.stream,
         leases=await bucket("leases", cfg.lease_ttl),
         members=await bucket("members", cfg.lease_ttl),
         state=await bucket("state", None),

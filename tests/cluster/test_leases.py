@@ -53,6 +53,37 @@ async def test_a_lease_has_one_live_owner_and_moves_once_it_lapses(
         assert b.fair_share(["a", "b", "c"]) == 1
         assert sorted(await a.announce()) == ["a"]
         assert await b.announce() == ["a", "b"]
+        await b.leave()  # deleted, not aged out: gone at once
+        assert await a.announce() == ["a"]
+        assert await a.free() == [p for p in a.order if p not in a.owned]
+    finally:
+        await nc.close()
+
+
+async def test_members_renewing_together_always_see_each_other(
+    nats_server: NatsServer,
+) -> None:
+    # Two workers in one loop renew in lockstep, each rewriting its key while the other
+    # lists the bucket: the listing must not lose the key being rewritten (a missed
+    # member doubles the other's share, and it then keeps partitions it must give back).
+    cfg = ClusterConfig(nats_url=nats_server.url, lease_ttl=1.0)
+    nc = await nats.connect(nats_server.url)
+    try:
+        buckets = await ensure_buckets(nc.jetstream(), cfg)
+        a, b = Leases(buckets, "a", 4), Leases(buckets, "b", 4)
+        await b.announce()
+
+        async def rounds(leases: Leases, offset: float) -> list[list[str]]:
+            await asyncio.sleep(offset)
+            seen = []
+            for _ in range(40):
+                seen.append(await leases.announce())
+                await asyncio.sleep(0.02)
+            return seen
+
+        for offset in (0.0, 0.005, 0.011):
+            for seen in await asyncio.gather(rounds(a, 0.0), rounds(b, offset)):
+                assert all(names == ["a", "b"] for names in seen), seen
     finally:
         await nc.close()
 
