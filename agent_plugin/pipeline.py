@@ -6,7 +6,7 @@
                   (a whole raw line: the bundle's line parser → time, host, content)
                                                           │ closed windows
                                        bounded queue ◄────┘   (put awaits when full)
-                                             │ batcher: batch_size windows or max_wait_ms
+                                             │ batcher: batch_windows windows or max_wait_ms
                                              ▼
                          WindowEngine.score_ids_async: the engine's own process (the
                          default) or one worker thread; the loop stays responsive
@@ -70,7 +70,7 @@ from logsieve.verdict import (
     Verdict,
     model_inputs,
     scored_windows,
-    seen_in_training,
+    seen_where_flagged,
 )
 
 from . import failpoints
@@ -503,7 +503,7 @@ class StreamingPipeline:
             batch: list[Window[Event]] = [first]  # type: ignore[list-item]
             progress: _Progress | None = None
             deadline = loop.time() + self.config.max_wait_ms / 1000.0
-            while len(batch) < self.config.batch_size:
+            while len(batch) < self.config.batch_windows:
                 item = await self._next(deadline - loop.time())
                 if item is None:
                     break
@@ -579,7 +579,7 @@ class StreamingPipeline:
             scores = await model.engine.score_ids_async(ids)
             # Inside the try, as before: a reply that does not fit its windows (a broken
             # engine) is counted as failed, not allowed to kill the batcher.
-            seen = seen_in_training(ids, model.bundle)
+            seen = seen_where_flagged(ids, scores, model.threshold, model.bundle)
             scored = scored_windows(windows, scores, model.vocab, model.threshold, judged, seen)
         except EngineLostError:
             # No engine any more, none coming back: end the batcher, so the service

@@ -261,7 +261,9 @@ async def test_put_waits_when_the_inference_queue_is_full_and_nothing_is_dropped
 ) -> None:
     engine = GatedEngine(tiny_engine)
     out = ListSender()
-    cfg = PipelineConfig(batch_size=1, queue_size=1, max_wait_ms=0, advance_interval=0)
+    cfg = PipelineConfig(
+        batch_size=1, batch_windows=1, queue_size=1, max_wait_ms=0, advance_interval=0
+    )
     window_engine = LocalWindowEngine.for_bundle(engine, tiny_bundle)
     pipe = StreamingPipeline(cfg, tiny_bundle, window_engine, out)  # type: ignore[arg-type]
     await pipe.start()

@@ -193,7 +193,9 @@ async def test_a_window_whose_flag_cannot_be_sent_is_dropped_and_the_batcher_liv
     tiny_bundle: Bundle, tiny_engine: Engine
 ) -> None:
     out = FailingOnce()
-    cfg = PipelineConfig(every_verdict=True, batch_size=1, max_wait_ms=0, advance_interval=0)
+    cfg = PipelineConfig(
+        every_verdict=True, batch_size=1, batch_windows=1, max_wait_ms=0, advance_interval=0
+    )
     engine = LocalWindowEngine.for_bundle(tiny_engine, tiny_bundle)
     pipe = StreamingPipeline(cfg, tiny_bundle, engine, out)  # type: ignore[arg-type]
     await pipe.start()
@@ -222,7 +224,12 @@ async def test_windows_the_clock_closed_into_a_full_queue_are_still_scored_at_sh
     clock = FakeClock()
     out = ListSender()
     cfg = PipelineConfig(
-        every_verdict=True, batch_size=1, queue_size=1, advance_interval=0.02, idle_close=5.0
+        every_verdict=True,
+        batch_size=1,
+        batch_windows=1,
+        queue_size=1,
+        advance_interval=0.02,
+        idle_close=5.0,
     )
     window_engine = LocalWindowEngine.for_bundle(engine, tiny_bundle)
     pipe = StreamingPipeline(cfg, tiny_bundle, window_engine, out, clock=clock)  # type: ignore[arg-type]
@@ -256,7 +263,9 @@ async def test_a_dead_batcher_turns_health_503_refuses_acks_and_shutdown_does_no
     rx = FlagReceiver()
     await rx.start()
     # One window in the engine, two queued, the clock waiting to queue the third.
-    cfg = settings(rx.port, batch_size=1, queue_size=2, idle_close=0.3, advance_interval=0.05)
+    cfg = settings(
+        rx.port, batch_size=1, batch_windows=1, queue_size=2, idle_close=0.3, advance_interval=0.05
+    )
     svc = Service(cfg, tiny_bundle, engine)  # type: ignore[arg-type]
     await svc.start()
     try:
