@@ -66,7 +66,10 @@ class PipelineConfig:
             20-line window.
         verdict_cache_bytes: Most bytes (estimated) the verdict cache holds per served
             model; least recently used entries go first. 0 turns the cache off.
-        max_wait_ms: Longest a closed window waits for its batch to fill.
+        max_wait_ms: Longest a closed window waits for its batch to fill. Under load
+            the queue fills a cycle without waiting; at moderate rates this wait is
+            most of a window's latency (measured at 37,500 records/s: close → verdict
+            p99 45-73 ms at 5 ms, 110-113 ms at 20).
         queue_size: Closed windows queued for the engine. When full, ``put`` waits,
             so the connection stops reading its socket (backpressure, no dropping).
         advance_interval: Seconds between clock ticks that close idle windows
@@ -127,7 +130,7 @@ class PipelineConfig:
     batch_windows: int = 1024
     verdict_cache_entries: int = 100_000
     verdict_cache_bytes: int = 64 * 2**20
-    max_wait_ms: float = 20.0
+    max_wait_ms: float = 5.0
     queue_size: int = 2048
     advance_interval: float = 1.0
     idle_close: float = 60.0

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from logsieve.agent_plugin.pipeline_config import PipelineConfig
 from logsieve.agent_plugin.serve_config import load_serve_settings, parse_hostport
 from logsieve.bundle import Bundle
 from logsieve.cli.main import main
@@ -40,7 +41,7 @@ def test_precedence_flags_over_env_over_file_over_defaults(tmp_path: Path) -> No
     assert (s.upstream.host, s.upstream.port) == ("fluentd", 24231)
     assert s.pipeline.batch_size == 8 and s.pipeline.every_verdict is True
     assert s.pipeline.text_fields == ("msg",) and s.pipeline.host_fields == ("node", "hostname")
-    assert s.pipeline.max_wait_ms == 20.0  # default
+    assert s.pipeline.max_wait_ms == PipelineConfig().max_wait_ms  # default
 
 
 @pytest.mark.parametrize(
