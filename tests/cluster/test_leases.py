@@ -4,8 +4,10 @@ record lost or a window split."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections import Counter
+from collections.abc import AsyncIterator
 from dataclasses import replace
 
 import nats
@@ -29,14 +31,22 @@ from tests.cluster.nats import NatsServer
 pytestmark = pytest.mark.asyncio
 
 
+@contextlib.asynccontextmanager
+async def two_workers(server: NatsServer) -> AsyncIterator[tuple[Leases, Leases]]:
+    """The leases of workers "a" and "b" over 4 partitions (lease_ttl 1 s)."""
+    cfg = ClusterConfig(nats_url=server.url, lease_ttl=1.0)
+    nc = await nats.connect(server.url)
+    try:
+        buckets = await ensure_buckets(nc.jetstream(), cfg)
+        yield Leases(buckets, "a", 4), Leases(buckets, "b", 4)
+    finally:
+        await nc.close()
+
+
 async def test_a_lease_has_one_live_owner_and_moves_once_it_lapses(
     nats_server: NatsServer,
 ) -> None:
-    cfg = ClusterConfig(nats_url=nats_server.url, lease_ttl=1.0)
-    nc = await nats.connect(nats_server.url)
-    try:
-        buckets = await ensure_buckets(nc.jetstream(), cfg)
-        a, b = Leases(buckets, "a", 4), Leases(buckets, "b", 4)
+    async with two_workers(nats_server) as (a, b):
         assert await a.acquire(2)
         assert not await b.acquire(2)  # held
         assert await a.renew(2) == "kept"
@@ -56,8 +66,6 @@ async def test_a_lease_has_one_live_owner_and_moves_once_it_lapses(
         await b.leave()  # deleted, not aged out: gone at once
         assert await a.announce() == ["a"]
         assert await a.free() == [p for p in a.order if p not in a.owned]
-    finally:
-        await nc.close()
 
 
 async def test_members_renewing_together_always_see_each_other(
@@ -66,11 +74,7 @@ async def test_members_renewing_together_always_see_each_other(
     # Two workers in one loop renew in lockstep, each rewriting its key while the other
     # lists the bucket: the listing must not lose the key being rewritten (a missed
     # member doubles the other's share, and it then keeps partitions it must give back).
-    cfg = ClusterConfig(nats_url=nats_server.url, lease_ttl=1.0)
-    nc = await nats.connect(nats_server.url)
-    try:
-        buckets = await ensure_buckets(nc.jetstream(), cfg)
-        a, b = Leases(buckets, "a", 4), Leases(buckets, "b", 4)
+    async with two_workers(nats_server) as (a, b):
         await b.announce()
 
         async def rounds(leases: Leases, offset: float) -> list[list[str]]:
@@ -84,8 +88,6 @@ async def test_members_renewing_together_always_see_each_other(
         for offset in (0.0, 0.005, 0.011):
             for seen in await asyncio.gather(rounds(a, 0.0), rounds(b, offset)):
                 assert all(names == ["a", "b"] for names in seen), seen
-    finally:
-        await nc.close()
 
 
 def client(port: int) -> UpstreamClient:
