@@ -93,7 +93,7 @@ def run_demo(
             template = "" if e["template"] == "[UNK]" else f"  [{e['template']}]"
             echo(f"    {e['prob']:4.2f}  {e['line']}{template}")
 
-    async def main() -> tuple[int, float]:
+    async def main() -> tuple[int, tuple[float, float], float]:
         receiver = FlagReceiver(on_record=show)
         await receiver.start()
         settings = ServeSettings(
@@ -128,11 +128,16 @@ def run_demo(
         finally:
             await service.stop()
             await receiver.stop()
-        return service.upstream.stats.records_acked, time.perf_counter() - t0
+        sent = service.pipeline_metrics.sent
+        kinds_sent = (sample_value(sent, kind="flag"), sample_value(sent, kind="pattern"))
+        return service.upstream.stats.records_acked, kinds_sent, time.perf_counter() - t0
 
-    acked, seconds = asyncio.run(main())
+    acked, (flags, patterns), seconds = asyncio.run(main())
     injected = Counter(kinds.values())
-    echo(f"\n{acked} flag records acked upstream; {seconds:.1f}s from first record to exit")
+    echo(
+        f"\n{acked} records acked upstream ({flags:.0f} flags, {patterns:.0f} new-pattern "
+        f"records); {seconds:.1f}s from first record to exit"
+    )
     echo("\ninjected kind            blocks  flagged")
     for kind in kind_names:
         echo(f"  {kind:22s} {injected[kind]:6d}  {flagged[kind]:7d}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import click
@@ -64,6 +65,14 @@ def test_demo_trains_once_then_flags_injected_anomalies(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert "training the demo model" in result.output
     assert "FLAG blk_" in result.output
+    # The summary counts what was printed: each flag once, plus the new-pattern records.
+    summary = re.search(
+        r"(\d+) records acked upstream \((\d+) flags, (\d+) new-pattern records\)",
+        result.output,
+    )
+    assert summary is not None, result.output
+    acked, flags, patterns = map(int, summary.groups())
+    assert flags == result.output.count("FLAG blk_") and acked == flags + patterns
     rows = {
         line.rsplit(None, 2)[0].strip(): (int(line.split()[-2]), int(line.split()[-1]))
         for line in result.output.splitlines()

@@ -35,7 +35,7 @@ _SPLIT_HELP = (
     "Split (chronological, the FastLogAD protocol): the first --train-n normal windows "
     "train, the last --val-fraction of them calibrate the threshold, everything else is "
     "test. hdfs-sessions: DATA is a folder like ../shared/data/hdfs/sessions; train_normal "
-    "trains (its last 10%% calibrates), dev_normal + dev_abnormal test. bgl-windows: DATA "
+    "trains (its last 10% calibrates), dev_normal + dev_abnormal test. bgl-windows: DATA "
     "is train.jsonl or its folder; default --train-n 2000. Raw logs: default --train-n "
     "5000; hdfs labels come from <log>.block_labels.csv or anomaly_label.csv beside it."
 )
@@ -440,7 +440,7 @@ def update(
     \b
     Example:
       logsieve update --bundle bundles/hdfs --data /var/log/hdfs/recent.log
-      kill -HUP "$(pidof -s logsieve)"
+      kill -HUP "$(pidof -x -s logsieve)"
     """
     from logsieve.export.update import UpdateRequest, update_bundle
 
@@ -463,7 +463,7 @@ def rollback(bundle_path: Path, to: str | None, list_only: bool) -> None:
 
     \b
     Example:
-      logsieve rollback --bundle bundles/hdfs && kill -HUP "$(pidof -s logsieve)"
+      logsieve rollback --bundle bundles/hdfs && kill -HUP "$(pidof -x -s logsieve)"
       logsieve rollback --bundle bundles/hdfs --list
     """
     from logsieve.bundle_versions import list_versions
