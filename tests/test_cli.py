@@ -57,6 +57,19 @@ def test_synth_templates_windows_on_generated_logs(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     keys = {line.split("\t")[0] for line in result.stdout.splitlines()}
     assert keys == {row.split(",")[0] for row in labels.read_text().splitlines()[1:]}
+    assert "windows (all lines parsed)" in result.stderr
+
+    # Times the format cannot read are said on stderr, not silently windowed at 0.
+    apache = tmp_path / "access.log"
+    apache.write_text(
+        "".join(f"web{i % 2} [01/Mar/2026:10:00:{i:02d} +0000] GET /\n" for i in range(8))
+    )
+    pattern = r"(?P<host>\S+) \[(?P<time>[^\]]+)\] (?P<text>.*)"
+    result = runner.invoke(
+        main, ["windows", "--format", "lines", "--pattern", pattern, str(apache)]
+    )
+    assert result.exit_code == 0, result.output
+    assert "bad_time=8" in result.stderr
 
 
 def test_demo_trains_once_then_flags_injected_anomalies(tmp_path: Path) -> None:

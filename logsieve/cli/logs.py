@@ -84,11 +84,18 @@ def windows(
       logsieve windows --format hdfs ../shared/data/hdfs/raw/HDFS_5k.log --limit 5
       logsieve windows --format bgl ../shared/data/bgl/raw/BGL_5000.log
     """
-    from logsieve.export.data.offline import window_file
+    from logsieve.export.data.offline import mine_file, window_file
+    from logsieve.logs.templates import TemplateMatcher
 
     n = 0
     config = _log_config(fmt, config_path)
-    for w in window_file(file, fmt, config, pattern=pattern, time_format=time_format):
+    # Mined here rather than inside window_file, so the read's counters (lines whose
+    # time did not read sit at 0, the epoch) are reported below, not silently windowed.
+    found = mine_file(file, fmt, config, pattern=pattern, time_format=time_format)
+    matcher = TemplateMatcher.from_state(found.state())
+    for w in window_file(
+        file, fmt, config, pattern=pattern, time_format=time_format, matcher=matcher
+    ):
         n += 1
         if limit and n > limit:
             continue
@@ -97,7 +104,8 @@ def windows(
         click.echo(
             f"{w.key}\t{w.start:.0f}\t{w.end:.0f}\t{len(w.items)}\t{w.closed_by}\t{ids}{more}"
         )
-    click.echo(f"{n} windows" + (f" ({limit} shown)" if limit and n > limit else ""), err=True)
+    shown = f", {limit} shown" if limit and n > limit else ""
+    click.echo(f"{n} windows ({read_note(found.stats)}{shown})", err=True)
 
 
 @click.command()
