@@ -16,6 +16,7 @@ from logsieve.agent_plugin.metrics import sample_value
 from logsieve.agent_plugin.pipeline_config import PipelineConfig
 from logsieve.agent_plugin.serve_config import ServeSettings
 from logsieve.agent_plugin.server_config import ServerConfig
+from logsieve.agent_plugin.upstream import UpstreamClient
 from logsieve.agent_plugin.upstream_config import UpstreamConfig
 from logsieve.bundle import Bundle
 from logsieve.export.data.prepare import Prepared, prepare
@@ -68,6 +69,20 @@ def replay(port: int, events: list[tuple[float, dict[str, Any]]], tag: str = TAG
                 raise AssertionError(f"fluent-logger failed to send: {client.last_error}")
     finally:
         client.close()
+
+
+def agent(port: int, **overrides: Any) -> UpstreamClient:
+    """The project's acking Forward client in an agent's place (chunk ids, resends until
+    acked), with timings short enough for tests; ``overrides``: other UpstreamConfig keys."""
+    timings: dict[str, Any] = {
+        "ack_timeout": 2.0, "connect_timeout": 0.5, "flush_interval": 0.01,
+        "backoff_initial": 0.05, "backoff_max": 0.2,
+    }  # fmt: skip
+    return UpstreamClient(
+        UpstreamConfig(
+            host="127.0.0.1", port=port, self_hostname="agent.test", **(timings | overrides)
+        )
+    )
 
 
 def settings(upstream_port: int, **pipeline: Any) -> ServeSettings:

@@ -35,11 +35,10 @@ import pytest
 from logsieve.agent_plugin.cluster.partition import partition_of
 from logsieve.agent_plugin.receiver import FlagReceiver, Received
 from logsieve.agent_plugin.upstream import UpstreamClient
-from logsieve.agent_plugin.upstream_config import UpstreamConfig
 from logsieve.bundle import Bundle
 from logsieve.export.data.synth import generate_hdfs
 from tests.agent_plugin.serve_proc import free_port
-from tests.agent_plugin.served import hdfs_events
+from tests.agent_plugin.served import agent, hdfs_events
 from tests.cluster import procs
 from tests.cluster.nats import NatsServer
 
@@ -95,17 +94,6 @@ def frames() -> list[Frame]:
     return out
 
 
-def client(port: int) -> UpstreamClient:
-    """The project's acking Forward client (chunk ids, resends until acked)."""
-    return UpstreamClient(
-        UpstreamConfig(
-            host="127.0.0.1", port=port, self_hostname="agent.test", ack_timeout=5.0,
-            connect_timeout=1.0, flush_interval=0.01, backoff_initial=0.05, backoff_max=0.3,
-            max_batch_records=1000,
-        )
-    )  # fmt: skip
-
-
 def kill_point() -> int:
     """The first frame K past the middle whose blocks K-1 and K share a partition."""
     keys = list(blocks())
@@ -119,6 +107,13 @@ def pause_after(i: int) -> float:
     """Seconds between frame i and the next (the same in the reference run)."""
     k = kill_point()
     return {k: 1.5, k + 1: 1.5, k + 2: 1.0}.get(i, 0.1)
+
+
+def client(port: int) -> UpstreamClient:
+    """The project's acking Forward client (chunk ids, resends until acked)."""
+    return agent(
+        port, ack_timeout=5.0, connect_timeout=1.0, backoff_max=0.3, max_batch_records=1000
+    )
 
 
 async def send(clients: list[UpstreamClient], after: dict[int, Any] | None = None) -> None:

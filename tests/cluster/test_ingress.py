@@ -19,13 +19,11 @@ from logsieve.agent_plugin.cluster.partition import partition_of
 from logsieve.agent_plugin.cluster.wire import PARTITION_HEADER, decode
 from logsieve.agent_plugin.forward import LogRecord, RecordBatch
 from logsieve.agent_plugin.metrics import sample_value
-from logsieve.agent_plugin.upstream import UpstreamClient
-from logsieve.agent_plugin.upstream_config import UpstreamConfig
 from logsieve.bundle import Bundle
 from logsieve.errors import ConfigError
 from logsieve.export.data.synth import generate_hdfs
 from tests.agent_plugin.serve_proc import free_port
-from tests.agent_plugin.served import hdfs_events, settings
+from tests.agent_plugin.served import agent, hdfs_events, settings
 from tests.cluster.nats import NatsServer
 
 pytestmark = pytest.mark.asyncio
@@ -35,15 +33,6 @@ TWO = "Deleting blk_111 and blk_222 together"  # a line in two windows
 
 def cluster(url: str, **kw: Any) -> ClusterConfig:
     return ClusterConfig(nats_url=url, partitions=4, publish_timeout=1.0, **kw)
-
-
-def client(port: int) -> UpstreamClient:
-    return UpstreamClient(
-        UpstreamConfig(
-            host="127.0.0.1", port=port, self_hostname="agent.test", ack_timeout=1.0,
-            connect_timeout=0.5, flush_interval=0.01, backoff_initial=0.05, backoff_max=0.2,
-        )
-    )  # fmt: skip
 
 
 async def stored(url: str) -> list[tuple[str, dict[str, str], Any]]:
@@ -66,7 +55,7 @@ async def test_each_record_goes_to_the_partitions_of_its_window_keys(
 ) -> None:
     ingress = Ingress(settings(free_port()), cluster(nats_server.url), tiny_bundle)
     await ingress.start()
-    c = client(ingress.port)
+    c = agent(ingress.port, ack_timeout=1.0)
     await c.start()
     events = hdfs_events(generate_hdfs(8, seed=3).lines)
     try:
@@ -121,7 +110,7 @@ async def test_without_jetstream_a_frame_is_not_acked_and_health_says_why(
 ) -> None:
     ingress = Ingress(settings(free_port()), cluster(nats_server.url), tiny_bundle)
     await ingress.start()
-    c = client(ingress.port)
+    c = agent(ingress.port, ack_timeout=1.0)
     await c.start()
     try:
         await c.send("hdfs", {"log": "Receiving blk_1 src"}, time=1.0)

@@ -21,11 +21,9 @@ from logsieve.agent_plugin.cluster.streams import ensure_buckets
 from logsieve.agent_plugin.cluster.worker import Worker
 from logsieve.agent_plugin.metrics import sample_value
 from logsieve.agent_plugin.receiver import FlagReceiver
-from logsieve.agent_plugin.upstream import UpstreamClient
-from logsieve.agent_plugin.upstream_config import UpstreamConfig
 from logsieve.bundle import Bundle
 from logsieve.export.data.synth import generate_hdfs
-from tests.agent_plugin.served import hdfs_events, settings
+from tests.agent_plugin.served import agent, hdfs_events, settings
 from tests.cluster.nats import NatsServer
 
 pytestmark = pytest.mark.asyncio
@@ -90,15 +88,6 @@ async def test_members_renewing_together_always_see_each_other(
                 assert all(names == ["a", "b"] for names in seen), seen
 
 
-def client(port: int) -> UpstreamClient:
-    return UpstreamClient(
-        UpstreamConfig(
-            host="127.0.0.1", port=port, self_hostname="agent.test", ack_timeout=2.0,
-            connect_timeout=0.5, flush_interval=0.01, backoff_initial=0.05, backoff_max=0.2,
-        )
-    )  # fmt: skip
-
-
 async def test_a_joining_worker_takes_its_share_and_no_record_is_lost(
     tiny_bundle: Bundle, nats_server: NatsServer
 ) -> None:
@@ -114,7 +103,7 @@ async def test_a_joining_worker_takes_its_share_and_no_record_is_lost(
     w2 = Worker(s, replace(cfg, worker_name="w2"), tiny_bundle)
     ingress = Ingress(s, cfg, tiny_bundle)
     await ingress.start()
-    c = client(ingress.port)
+    c = agent(ingress.port)
     await c.start()
     log = generate_hdfs(16, seed=5)
     by_block: dict[str, list[tuple[float, dict[str, str]]]] = {k: [] for k in log.labels}

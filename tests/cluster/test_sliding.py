@@ -21,12 +21,10 @@ from logsieve.agent_plugin.cluster.cluster_config import ClusterConfig
 from logsieve.agent_plugin.cluster.ingress import Ingress
 from logsieve.agent_plugin.cluster.worker import Worker
 from logsieve.agent_plugin.receiver import FlagReceiver
-from logsieve.agent_plugin.upstream import UpstreamClient
-from logsieve.agent_plugin.upstream_config import UpstreamConfig
 from logsieve.bundle import Bundle
 from logsieve.export.data.synth import write_synth
 from logsieve.export.data.synth_bgl import generate_bgl
-from tests.agent_plugin.served import settings, train_small_bundle
+from tests.agent_plugin.served import agent, settings, train_small_bundle
 from tests.cluster.nats import NatsServer
 
 pytestmark = pytest.mark.asyncio
@@ -51,17 +49,8 @@ def chunks() -> list[Chunk]:
     return [events[i : i + 10] for i in range(0, len(events), 10)]
 
 
-def client(port: int) -> UpstreamClient:
-    return UpstreamClient(
-        UpstreamConfig(
-            host="127.0.0.1", port=port, self_hostname="agent.test", ack_timeout=2.0,
-            connect_timeout=0.5, flush_interval=0.01, backoff_initial=0.05, backoff_max=0.2,
-        )
-    )  # fmt: skip
-
-
 async def send(port: int, pause: float) -> None:
-    c = client(port)
+    c = agent(port)
     await c.start()
     try:
         for chunk in chunks():
