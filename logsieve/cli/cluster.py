@@ -6,15 +6,20 @@ cluster.cluster_config`), merged and validated once by ``load_serve_settings``.
 
 from __future__ import annotations
 
-import asyncio
 import os
-import sys
 from pathlib import Path
 from typing import Any
 
 import click
 
-from logsieve.cli.options import backend_option, bundle_option, metrics_option, upstream_option
+from logsieve.cli.options import (
+    backend_option,
+    bundle_option,
+    metrics_option,
+    run_to_exit,
+    serving_overrides,
+    upstream_option,
+)
 
 __all__ = ["COMMANDS", "run_ingress_command"]
 
@@ -32,10 +37,7 @@ def run_ingress_command(settings: Any, bundle: Any) -> None:
             err=True,
         )
 
-    code = asyncio.run(run_ingress(settings, settings.cluster, bundle, ready=ready))
-    sys.stderr.flush()
-    if code:
-        sys.exit(code)
+    run_to_exit(run_ingress(settings, settings.cluster, bundle, ready=ready))
 
 
 @click.command()
@@ -77,15 +79,10 @@ def worker(
       logsieve worker --nats nats://nats:4222 --bundle b --name w1 --metrics 0.0.0.0:2022
     """
     from logsieve.agent_plugin.cluster.run import run_worker
-    from logsieve.agent_plugin.serve_config import load_serve_settings, parse_hostport
+    from logsieve.agent_plugin.serve_config import load_serve_settings
     from logsieve.bundle import open_bundle
 
-    server: dict[str, Any] = {}
-    if metrics is not None:
-        server["metrics_host"], server["metrics_port"] = parse_hostport("--metrics", metrics)
-    up: dict[str, Any] = {}
-    if upstream is not None:
-        up["host"], up["port"] = parse_hostport("--upstream", upstream)
+    server, up = serving_overrides(metrics, upstream)
     settings = load_serve_settings(
         config_path,
         os.environ,
@@ -109,10 +106,7 @@ def worker(
             err=True,
         )
 
-    code = asyncio.run(run_worker(settings, settings.cluster, bundle, ready=ready))
-    sys.stderr.flush()
-    if code:
-        sys.exit(code)
+    run_to_exit(run_worker(settings, settings.cluster, bundle, ready=ready))
 
 
 COMMANDS = [worker]

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import sys
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -19,6 +20,8 @@ __all__ = [
     "log_options",
     "metrics_option",
     "read_note",
+    "run_to_exit",
+    "serving_overrides",
     "upstream_option",
 ]
 
@@ -38,6 +41,32 @@ metrics_option = click.option(
 backend_option = click.option(
     "--backend", type=click.Choice(BACKEND_CHOICES), default=None, help="Engine backend [auto]."
 )
+
+
+def serving_overrides(
+    metrics: str | None, upstream: str | None
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The ``[server]`` and ``[upstream]`` overrides that ``--metrics`` and ``--upstream``
+    (``host:port`` each) make."""
+    from logsieve.agent_plugin.serve_config import parse_hostport
+
+    server: dict[str, Any] = {}
+    if metrics is not None:
+        server["metrics_host"], server["metrics_port"] = parse_hostport("--metrics", metrics)
+    upstream_table: dict[str, Any] = {}
+    if upstream is not None:
+        upstream_table["host"], upstream_table["port"] = parse_hostport("--upstream", upstream)
+    return server, upstream_table
+
+
+def run_to_exit(main: Coroutine[Any, Any, int]) -> None:
+    """Run a serving command until it returns; exit with its code unless that is 0."""
+    import asyncio
+
+    code = asyncio.run(main)
+    sys.stderr.flush()
+    if code:
+        sys.exit(code)
 
 
 def log_options(func: F) -> F:

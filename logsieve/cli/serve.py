@@ -7,13 +7,19 @@ once, by :func:`logsieve.agent_plugin.serve_config.load_serve_settings`.
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 from typing import Any
 
 import click
 
-from logsieve.cli.options import backend_option, bundle_option, metrics_option, upstream_option
+from logsieve.cli.options import (
+    backend_option,
+    bundle_option,
+    metrics_option,
+    run_to_exit,
+    serving_overrides,
+    upstream_option,
+)
 
 __all__ = ["COMMANDS"]
 
@@ -75,22 +81,16 @@ def serve(
       logsieve serve --bundle bundles/hdfs-raw --config serve.toml --listen 0.0.0.0:24224
       LOGSIEVE_UPSTREAM_SPOOL_DIR=/var/lib/logsieve logsieve serve --bundle b
     """
-    import asyncio
-
     from logsieve.agent_plugin.app import run_service
     from logsieve.agent_plugin.serve_config import load_serve_settings, parse_hostport
     from logsieve.bundle import open_bundle
 
-    server: dict[str, Any] = {"shared_key": shared_key}
+    server, up = serving_overrides(metrics, upstream)
+    server["shared_key"] = shared_key
     if listen is not None:
         server["host"], server["port"] = parse_hostport("--listen", listen)
-    if metrics is not None:
-        server["metrics_host"], server["metrics_port"] = parse_hostport("--metrics", metrics)
     if tls_cert is not None or tls_key is not None:
         server["tls_cert"], server["tls_key"] = tls_cert, tls_key
-    up: dict[str, Any] = {}
-    if upstream is not None:
-        up["host"], up["port"] = parse_hostport("--upstream", upstream)
     settings = load_serve_settings(
         config_path,
         os.environ,
@@ -117,10 +117,7 @@ def serve(
             err=True,
         )
 
-    code = asyncio.run(run_service(settings, bundle, ready=ready))
-    sys.stderr.flush()
-    if code:
-        sys.exit(code)
+    run_to_exit(run_service(settings, bundle, ready=ready))
 
 
 @click.command()
