@@ -68,9 +68,10 @@ from logsieve.logs.windows import Window
 from logsieve.verdict import (
     ScoredWindow,
     Verdict,
+    is_anomaly,
     model_inputs,
     scored_windows,
-    seen_where_flagged,
+    seen_in_training,
 )
 
 from . import failpoints
@@ -579,7 +580,10 @@ class StreamingPipeline:
             scores = await model.engine.score_ids_async(ids)
             # Inside the try, as before: a reply that does not fit its windows (a broken
             # engine) is counted as failed, not allowed to kill the batcher.
-            seen = seen_where_flagged(ids, scores, model.threshold, model.bundle)
+            # Looked up only where the score would flag the window (the only case
+            # where being seen in training changes the verdict).
+            flagged = [is_anomaly(score, model.threshold) for score, _ in scores]
+            seen = seen_in_training(ids, model.bundle, where=flagged)
             scored = scored_windows(windows, scores, model.vocab, model.threshold, judged, seen)
         except EngineLostError:
             # No engine any more, none coming back: end the batcher, so the service

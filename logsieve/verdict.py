@@ -54,7 +54,6 @@ __all__ = [
     "model_inputs",
     "scored_windows",
     "seen_in_training",
-    "seen_where_flagged",
     "template_ids",
     "template_text",
     "verdict_of",
@@ -94,7 +93,7 @@ class ScoredWindow:
         seen_in_training: The model's input for this window was, chunk for chunk, a
             window of the normal training data (:mod:`logsieve.logs.known`): normal
             whatever it scores. The server looks it up only where the score is above
-            the threshold (:func:`seen_where_flagged`) and leaves it False elsewhere.
+            the threshold (:func:`seen_in_training`'s ``where``) and leaves it False elsewhere.
 
     ``template_ids``, ``templates`` and ``token_probs`` are aligned with ``lines``
     (same length, same order); :class:`~logsieve.errors.DataError` otherwise.
@@ -292,35 +291,25 @@ def known_ids(ids: Sequence[Sequence[int]], judged: Sequence[WindowNovelty]) -> 
     return [[w[i] for i in j.known] for w, j in zip(ids, judged, strict=True)]
 
 
-def seen_in_training(ids: Sequence[Sequence[int]], bundle: Bundle) -> list[bool] | None:
-    """Per window of model input ids, whether the training data held it verbatim
-    (None when the bundle stores no training windows)."""
-    known, vocab = bundle.known, bundle.vocab
-    if known is None or vocab is None:
-        return None
-    return [known.holds_ids(w, vocab, bundle.log_config) for w in ids]
-
-
-def seen_where_flagged(
-    ids: Sequence[Sequence[int]],
-    scored: Sequence[tuple[float, Sequence[float]]],
-    threshold: float,
-    bundle: Bundle,
+def seen_in_training(
+    ids: Sequence[Sequence[int]], bundle: Bundle, where: Sequence[bool] | None = None
 ) -> list[bool] | None:
-    """:func:`seen_in_training`, looked up only for windows whose score is above
-    ``threshold``; False for the others, whose verdict, reasons and flag it cannot
-    change (a window under the threshold is not flagged by its score either way).
-    The server's path: the lookup (an encode and a hash per chunk) of every window cost
-    about a twentieth of its per-record CPU. Offline reports, which rank by it, use
-    :func:`seen_in_training`."""
+    """Per window of model input ids, whether the training data held it verbatim
+    (None when the bundle stores no training windows).
+
+    ``where``: look up only the windows it marks, False for the others. The server
+    passes the windows whose score is above the threshold: for any other window being
+    seen in training changes no verdict, reason or flag, and the lookup (an encode and
+    a hash per chunk) of every window cost about a twentieth of its per-record CPU.
+    Offline reports, which rank by it, look up every window.
+    """
     known, vocab = bundle.known, bundle.vocab
     if known is None or vocab is None:
         return None
     cfg = bundle.log_config
-    return [
-        is_anomaly(score, threshold) and known.holds_ids(w, vocab, cfg)
-        for w, (score, _) in zip(ids, scored, strict=True)
-    ]
+    if where is None:
+        return [known.holds_ids(w, vocab, cfg) for w in ids]
+    return [ask and known.holds_ids(w, vocab, cfg) for w, ask in zip(ids, where, strict=True)]
 
 
 def scored_windows(

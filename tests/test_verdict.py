@@ -15,7 +15,6 @@ from logsieve.verdict import (
     ScoredWindow,
     TemplateNames,
     seen_in_training,
-    seen_where_flagged,
     template_text,
 )
 
@@ -43,7 +42,7 @@ def _verdict(vocab: Vocab, ids: list[int], score: float, seen: bool) -> tuple[bo
     return sw.anomaly, sw.reasons
 
 
-def test_seen_where_flagged_changes_no_verdict_and_skips_unflagged_windows() -> None:
+def test_seen_only_where_flagged_changes_no_verdict_and_skips_the_rest() -> None:
     rng = random.Random(3)
     vocab, config = Vocab(6), LogConfig(max_len=5)
     windows = [[rng.randrange(6) for _ in range(rng.randrange(1, 9))] for _ in range(400)]
@@ -53,11 +52,12 @@ def test_seen_where_flagged_changes_no_verdict_and_skips_unflagged_windows() -> 
     bundle = SimpleNamespace(known=known, vocab=vocab, log_config=config)
     scored = [(rng.uniform(0.0, 2.0), [0.0] * len(w)) for w in windows]
     full = seen_in_training(windows, bundle)  # type: ignore[arg-type]
-    cheap = seen_where_flagged(windows, scored, 1.0, bundle)  # type: ignore[arg-type]
+    flagged = [score > 1.0 for score, _ in scored]
+    cheap = seen_in_training(windows, bundle, where=flagged)  # type: ignore[arg-type]
     assert full is not None and cheap is not None
     assert sum(full) > 50 and sum(cheap) > 20  # both cases occur
     for w, (score, _), a, b in zip(windows, scored, full, cheap, strict=True):
         assert b == (a and score > 1.0)
         assert _verdict(vocab, w, score, a) == _verdict(vocab, w, score, b)
     no_known = SimpleNamespace(known=None, vocab=vocab, log_config=config)
-    assert seen_where_flagged(windows, scored, 1.0, no_known) is None  # type: ignore[arg-type]
+    assert seen_in_training(windows, no_known, where=flagged) is None  # type: ignore[arg-type]
